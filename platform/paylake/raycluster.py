@@ -1,0 +1,62 @@
+"""Connecting to the Ray cluster and submitting jobs to it."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from paylake.errors import PaylakeError
+from paylake.settings import Settings
+
+# Never upload these with a job's working directory.
+WORKING_DIR_EXCLUDES = [".paylake", ".paylake-test", ".venv", ".git", "**/__pycache__", ".pytest_cache",
+                        ".hypothesis", "*.egg-info"]
+
+
+def init_ray(settings: Settings) -> None:
+    """Join the cluster of ``settings.ray_address`` (inside a Ray job: the job's cluster)."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or settings.ray_address
+    try:
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+    except ConnectionError as exc:
+        raise PaylakeError(
+            f"Ray at {address} did not answer ({exc}): run 'paylake stack up' or set PAYLAKE_RAY_ADDRESS"
+        ) from exc
+
+
+def submit_job(settings: Settings, entrypoint: str, working_dir: Path, *, echo=print,
+               timeout_s: float = 3600) -> tuple[str, str]:
+    """Submit ``entrypoint`` as a Ray job, stream its logs, return (job id, final status)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(settings.ray_dashboard_url)
+    except Exception as exc:  # noqa: BLE001 - the SDK raises plain exceptions for connection errors
+        raise PaylakeError(
+            f"Ray job API at {settings.ray_dashboard_url} did not answer ({type(exc).__name__}): "
+            "run 'paylake stack up'"
+        ) from exc
+    job_id = client.submit_job(
+        entrypoint=entrypoint,
+        runtime_env={"working_dir": str(working_dir), "excludes": WORKING_DIR_EXCLUDES},
+    )
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    while True:
+        status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        if len(logs) > seen:
+            echo(logs[seen:].rstrip("\n"))
+            seen = len(logs)
+        if status in terminal:
+            return job_id, str(status.value)
+        if time.monotonic() > deadline:
+            client.stop_job(job_id)
+            raise PaylakeError(f"Ray job {job_id} did not finish within {timeout_s:.0f} s: stopped it")
+        time.sleep(0.5)

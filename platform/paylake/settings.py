@@ -1,0 +1,98 @@
+"""The one settings object: every endpoint paylake talks to.
+
+Values come from environment variables ``PAYLAKE_*``, then from the stack file
+written by ``paylake stack up`` (``.paylake/stack.env``, found by walking up
+from the current directory, or named by ``PAYLAKE_STACK_FILE``), then from the
+defaults below. Production differs from a laptop only in these values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_DIR_NAME = ".paylake"
+STACK_FILE_NAME = "stack.env"
+
+
+class Settings(BaseSettings):
+    """Connection settings of every store and service."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYLAKE_", extra="ignore")
+
+    # PostgreSQL (OLTP): DSN of the application owner role.
+    postgres_dsn: SecretStr = SecretStr("postgresql://paylake_admin@127.0.0.1:5432/paylake")
+
+    # MongoDB (documents).
+    mongo_uri: SecretStr = SecretStr("mongodb://127.0.0.1:27017/")
+    mongo_database: str = "paylake"
+
+    # The lake: a local path or s3://bucket/prefix.
+    lake_root: str = ".paylake/lake"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    # Snowflake (the warehouse). host/port/protocol only for a local server.
+    snowflake_account: str = "paylake"
+    snowflake_user: str = "paylake_loader"
+    snowflake_password: SecretStr | None = None
+    snowflake_private_key_path: str | None = None
+    snowflake_database: str = "ANALYTICS"
+    snowflake_schema: str = "STAR"
+    snowflake_warehouse: str = "LOADING"
+    snowflake_role: str | None = None
+    snowflake_host: str | None = None
+    snowflake_port: int | None = None
+    snowflake_protocol: str = "https"
+
+    # MLflow tracking server.
+    mlflow_tracking_uri: str = "http://127.0.0.1:5000"
+
+    # Ray: the cluster address for ray.init, and the dashboard / job API.
+    ray_address: str = "auto"
+    ray_dashboard_url: str = "http://127.0.0.1:8265"
+
+    # Keys for PII: pgcrypto symmetric key and the HMAC key of lookup columns.
+    pii_key: SecretStr | None = None
+    pii_hmac_key: SecretStr | None = None
+
+    @property
+    def lake_is_s3(self) -> bool:
+        return self.lake_root.startswith("s3://")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (for display)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def find_stack_file(start: Path | None = None) -> Path | None:
+    """The stack file in force: ``PAYLAKE_STACK_FILE`` or the nearest
+    ``.paylake/stack.env`` at or above ``start`` (default: the cwd)."""
+    named = os.environ.get("PAYLAKE_STACK_FILE")
+    if named:
+        return Path(named)
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / STACK_DIR_NAME / STACK_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(stack_file: Path | None = None) -> Settings:
+    """Read the settings once, at the edge (CLI, job entrypoint, test fixture)."""
+    path = stack_file or find_stack_file()
+    if path is not None and path.is_file():
+        return Settings(_env_file=str(path), _env_file_encoding="utf-8")
+    return Settings()

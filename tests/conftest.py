@@ -1,0 +1,49 @@
+"""Session fixtures: one local stack (and one Ray) for the whole test session.
+
+The test stack lives in ``.paylake-test/`` with its own ports (the Ray
+dashboard included), so a developer's ``make demo`` stack keeps running
+beside it. Set PAYLAKE_KEEP_TEST_STACK=1 to leave it up between sessions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from paylake.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_STATE_DIR = ROOT / ".paylake-test"
+
+
+@pytest.fixture(scope="session")
+def local_stack():
+    from paylake.stack import LocalStack
+    from paylake.stack.process import free_port
+
+    stack = LocalStack(TEST_STATE_DIR)
+    ports = {}
+    if not (TEST_STATE_DIR / "stack.json").exists():
+        ports["ray_dashboard"] = free_port()
+    stack.up(port_overrides=ports)
+    yield stack
+    if os.environ.get("PAYLAKE_KEEP_TEST_STACK") != "1":
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def settings(local_stack) -> Settings:
+    return load_settings(local_stack.stack_file)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(settings):
+    """The test stack's Ray head, joined once by this process."""
+    import ray
+
+    from paylake.raycluster import init_ray
+
+    init_ray(settings)
+    yield ray
+    ray.shutdown()
