@@ -47,3 +47,34 @@ def ray_cluster(settings):
     init_ray(settings)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres(settings) -> Settings:
+    """The OLTP schema applied (idempotent) to the test stack's PostgreSQL."""
+    from paylake.sources.migrate import migrate_postgres
+
+    migrate_postgres(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def migrated(settings) -> Settings:
+    """Both source systems migrated (PostgreSQL schema, Mongo collections)."""
+    from paylake.sources.migrate import migrate
+
+    migrate(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def seeded(settings):
+    """Source systems of their own, filled with the ``tiny`` synthetic world.
+    Yields (settings, seed report)."""
+    from paylake.sources.generator import SCALES
+    from paylake.sources.migrate import isolated_sources
+    from paylake.sources.seed import seed
+
+    isolated = isolated_sources(settings, "paylake_seeded")
+    report = seed(isolated, SCALES["tiny"])
+    return isolated, report

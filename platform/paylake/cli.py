@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,8 +16,10 @@ app = typer.Typer(help="paylake: the payments data platform on Ray.", no_args_is
                   pretty_exceptions_enable=False)
 stack_app = typer.Typer(help="The embedded local stack: real servers on loopback.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+db_app = typer.Typer(help="The source systems' schemas (PostgreSQL OLTP, MongoDB documents).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
-StateDir = Annotated[Optional[Path], typer.Option("--state-dir", help="Where the stack keeps its state "
+StateDir = Annotated[Path | None, typer.Option("--state-dir", help="Where the stack keeps its state "
                                                   "(default: ./.paylake).")]
 
 
@@ -49,9 +51,9 @@ def _parse_ports(values: list[str] | None) -> dict[str, int]:
 @expected_failures
 def stack_up(
     state_dir: StateDir = None,
-    service: Annotated[Optional[list[str]], typer.Option("--service", "-s", help="Only this service "
+    service: Annotated[list[str] | None, typer.Option("--service", "-s", help="Only this service "
                        "(repeatable): postgres, mongo, s3, snowflake, mlflow, ray.")] = None,
-    port: Annotated[Optional[list[str]], typer.Option("--port", help="Port of a service, NAME=N (repeatable): "
+    port: Annotated[list[str] | None, typer.Option("--port", help="Port of a service, NAME=N (repeatable): "
                     "postgres, mongo, s3, snowflake, mlflow, ray_dashboard, ray_gcs.")] = None,
 ) -> None:
     """Start the local stack (idempotent: running servers are reused)."""
@@ -61,7 +63,7 @@ def stack_up(
     with console.status("starting the local stack") as status:
         states = stack.up(service, _parse_ports(port), progress=lambda msg: status.update(msg))
     console.print(summary_table("local stack", ["service", "url", "pid", "state"],
-                                [(s.name, s.url, s.pid or "-", s.state) for s in states]))
+                                [(s.name, s.url, str(s.pid or "-"), s.state) for s in states]))
     console.print(f"settings written to {stack.stack_file}")
 
 
@@ -73,7 +75,7 @@ def stack_status(state_dir: StateDir = None) -> None:
 
     states = LocalStack(state_dir).status()
     console.print(summary_table("local stack", ["service", "url", "pid", "health"],
-                                [(s.name, s.url, s.pid or "-", s.state) for s in states]))
+                                [(s.name, s.url, str(s.pid or "-"), s.state) for s in states]))
     if any(s.state != "healthy" for s in states):
         raise typer.Exit(1)
 
@@ -106,6 +108,20 @@ def smoke() -> None:
         raise PaylakeError("smoke job: " + ", ".join(c.service for c in checks if not c.ok) + " failed (see above)")
 
 
+@app.command("pipeline")
+@expected_failures
+def pipeline(scale: Annotated[str, typer.Option(help="Seed preset when the sources are empty: tiny, demo, "
+                                                "bench.")] = "demo") -> None:
+    """Run the whole DAG (what 'make demo' submits as a Ray job)."""
+    from paylake.pipeline import run_pipeline
+    from paylake.settings import load_settings
+
+    results = run_pipeline(load_settings(), scale=scale,
+                           progress=lambda m: console.print(m, highlight=False, markup=False))
+    console.print(summary_table("pipeline", ["step", "outcome", "seconds"],
+                                [(r.step, r.outcome, r.seconds) for r in results]))
+
+
 @app.command("demo")
 @expected_failures
 def demo(state_dir: StateDir = None) -> None:
@@ -119,16 +135,69 @@ def demo(state_dir: StateDir = None) -> None:
         states = stack.up(progress=lambda msg: status.update(msg))
     settings = load_settings(stack.stack_file)
     project = Path(__file__).resolve().parents[2]
-    console.rule("ray job submit -- python jobs/smoke.py")
-    job_id, final = submit_job(settings, "python jobs/smoke.py", project, echo=lambda s: console.print(
-        s, highlight=False, markup=False))
+    console.rule("ray job submit -- python jobs/pipeline.py")
+    job_id, final = submit_job(settings, "python jobs/pipeline.py --scale demo", project,
+                               echo=lambda s: console.print(s, highlight=False, markup=False))
     console.rule(f"job {job_id}: {final}")
     console.print(summary_table("where to look", ["service", "url"], [(s.name, s.url) for s in states]))
     console.print(f"Ray dashboard: {settings.ray_dashboard_url}   MLflow: {settings.mlflow_tracking_uri}")
     console.print(f"Submit more: ray job submit --address {settings.ray_dashboard_url} --working-dir . -- "
-                  "python jobs/smoke.py")
+                  "python jobs/pipeline.py")
     if final != "SUCCEEDED":
         raise PaylakeError(f"Ray job {job_id} ended {final}: see its logs above or in the Ray dashboard")
+
+
+@db_app.command("migrate")
+@expected_failures
+def db_migrate() -> None:
+    """Apply the missing PostgreSQL migrations (sql/postgres) and Mongo collections/validators/indexes."""
+    from paylake.settings import load_settings
+    from paylake.sources.migrate import migrate
+
+    actions = migrate(load_settings())
+    if not actions:
+        console.print("up to date: nothing to apply")
+    for action in actions:
+        console.print(f"  {action}", highlight=False)
+
+
+@app.command("seed")
+@expected_failures
+def seed_command(
+    scale: Annotated[str, typer.Option(help="Preset: tiny (tests, seconds), demo (about a minute), "
+                                       "bench (millions of transactions).")] = "demo",
+    customers: Annotated[int | None, typer.Option(help="Override the preset's customer count.")] = None,
+    merchants: Annotated[int | None, typer.Option(help="Override the preset's merchant count.")] = None,
+    days: Annotated[int | None, typer.Option(help="Days of history ending at --end.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed: same seed, same data.")] = None,
+    log_sessions: Annotated[int | None, typer.Option(help="Real database sessions to run for the Log "
+                                                        "collection.")] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Replace data already in the stores.")] = False,
+) -> None:
+    """Fill PostgreSQL and MongoDB with a reproducible synthetic payments world (fraud included)."""
+    import dataclasses
+
+    from paylake.settings import load_settings
+    from paylake.sources.generator import SCALES
+    from paylake.sources.seed import seed as run_seed
+
+    if scale not in SCALES:
+        raise PaylakeError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+    overrides = {k: v for k, v in dict(customers=customers, merchants=merchants, days=days, seed=seed,
+                                       log_sessions=log_sessions).items() if v is not None}
+    spec = dataclasses.replace(SCALES[scale], **overrides)
+    with console.status("seeding") as status:
+        report = run_seed(load_settings(), spec, reset=reset, progress=lambda msg: status.update(msg))
+    rows = [(name, report.rows[name], report.rejected.get(name, 0), report.seconds.get(name, 0.0),
+             report.rows[name] / max(report.seconds.get(name, 0.0), 1e-9)) for name in report.rows]
+    console.print(summary_table(f"seed {scale} (seed {spec.seed}, {spec.start} .. {spec.end})",
+                                ["table", "rows", "rejected", "seconds", "rows/s"], rows))
+    stats = report.stats
+    console.print(f"fraud: {stats['fraud_transactions']:,} of {stats['transactions']:,} transactions "
+                  f"({stats['fraud_transactions'] / max(stats['transactions'], 1):.2%}), "
+                  f"{stats['labelled_fraud']:,} label(s) arrived; "
+                  f"anomalous log sessions: {stats.get('anomalous_log_sessions', 0)}; "
+                  f"total {report.seconds['total']:.1f} s")
 
 
 def main() -> None:  # pragma: no cover - console entry

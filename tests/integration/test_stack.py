@@ -24,11 +24,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_postgres_answers_psycopg_with_pgcrypto_and_logical_wal(settings):
-    with postgres.connect(settings) as conn:
-        conn.execute("create extension if not exists pgcrypto")
-        (hashed,) = conn.execute("select crypt('pw', gen_salt('bf'))").fetchone()
-        (ok,) = conn.execute("select crypt('pw', %s) = %s", (hashed, hashed)).fetchone()
-        (wal_level,) = conn.execute("show wal_level").fetchone()
+    scratch = f"scratch_{uuid.uuid4().hex[:8]}"
+    with postgres.connect(settings, autocommit=True) as conn:
+        conn.execute(f"create database {scratch}")
+    try:
+        dsn = settings.postgres_dsn.get_secret_value().rsplit("/", 1)[0] + f"/{scratch}"
+        with postgres.connect(settings, dsn=dsn) as conn:
+            conn.execute("create extension pgcrypto")
+            (hashed,) = conn.execute("select crypt('pw', gen_salt('bf'))").fetchone()
+            (ok,) = conn.execute("select crypt('pw', %s) = %s", (hashed, hashed)).fetchone()
+            (wal_level,) = conn.execute("show wal_level").fetchone()
+    finally:
+        with postgres.connect(settings, autocommit=True) as conn:
+            conn.execute(f"drop database {scratch}")
     assert ok is True
     assert wal_level == "logical"
 

@@ -7,8 +7,8 @@ service's URL and health, ``down`` stops what ``up`` started and nothing else.
 from __future__ import annotations
 
 import json
-import signal
 import secrets as secrets_module
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +20,8 @@ from paylake.stack.services import (
     ALL_SERVICES,
     HOST,
     LAKE_BUCKET,
-    SERVICES,
     S3,
+    SERVICES,
     Mlflow,
     Mongo,
     Postgres,
@@ -131,7 +131,7 @@ class LocalStack:
 
         errors = []
         with ThreadPoolExecutor(max_workers=max(1, len(to_start))) as pool:
-            for service, future in [(s, pool.submit(await_ready, s)) for s in to_start]:
+            for future in [pool.submit(await_ready, s) for s in to_start]:
                 try:
                     future.result()
                 except StackError as exc:

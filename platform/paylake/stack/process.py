@@ -8,8 +8,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

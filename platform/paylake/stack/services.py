@@ -214,17 +214,20 @@ class Postgres(Service):
         with psycopg.connect(self.superuser_dsn(ctx), autocommit=True) as conn:
             exists = conn.execute("select 1 from pg_roles where rolname = 'paylake_admin'").fetchone()
             verb = "alter" if exists else "create"
+            # Send the SCRAM verifier, never the password: the server logs every statement.
+            verifier = conn.pgconn.encrypt_password(password.encode(), b"paylake_admin", b"scram-sha-256")
             conn.execute(
-                sql.SQL(verb + " role paylake_admin with login createrole replication password {}").format(
-                    sql.Literal(password)
+                sql.SQL(verb + " role paylake_admin with login createdb createrole replication password {}").format(
+                    sql.Literal(verifier.decode())
                 )
             )
             if not conn.execute("select 1 from pg_database where datname = 'paylake'").fetchone():
                 conn.execute("create database paylake owner paylake_admin")
         with psycopg.connect(self.superuser_dsn(ctx, "paylake"), autocommit=True) as conn:
-            # pgcrypto is created by the superuser so that the owner role needs no superuser rights.
-            conn.execute("create extension if not exists pgcrypto")
             conn.execute("grant create on schema public to paylake_admin")
+            # The admin reads the server's own csvlog (audit trail, log-session ingestion) through SQL,
+            # as on a managed server; it never needs the OS account of the server.
+            conn.execute("grant pg_monitor, pg_read_server_files to paylake_admin")
 
     def app_dsn(self, ctx: StackContext) -> str:
         password = ctx.secrets["postgres_app_password"]
@@ -250,6 +253,8 @@ log_rotation_size = 0
 log_connections = on
 log_disconnections = on
 log_statement = 'all'
+log_parameter_max_length = 0
+log_parameter_max_length_on_error = 0
 log_min_error_statement = error
 """
 

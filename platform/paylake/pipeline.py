@@ -1,0 +1,62 @@
+"""The whole DAG, step after step; every step is idempotent, so a failed run
+is simply run again. ``jobs/pipeline.py`` submits it to Ray."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from paylake.settings import Settings
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    outcome: str
+    seconds: float
+
+
+def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> list[StepResult]:
+    """migrate → seed (once) → smoke checks of every service."""
+    from paylake.raycluster import init_ray
+    from paylake.smoke import run_smoke
+    from paylake.sources.generator import SCALES
+    from paylake.sources.migrate import migrate
+    from paylake.sources.seed import seed
+    from paylake.stores import postgres
+
+    results = []
+
+    def step(name: str, action) -> None:
+        progress(f"[pipeline] {name} ...")
+        begin = time.perf_counter()
+        outcome = action()
+        results.append(StepResult(name, outcome, time.perf_counter() - begin))
+        progress(f"[pipeline] {name}: {outcome}")
+
+    step("migrate", lambda: f"{len(migrate(settings))} change(s) applied")
+
+    def seed_once() -> str:
+        with postgres.connect(settings) as conn:
+            (customers,) = conn.execute("select count(*) from oltp.Customer").fetchone()
+        if customers:
+            return f"already seeded ({customers:,} customers): kept"
+        report = seed(settings, SCALES[scale], progress=lambda m: progress(f"[seed] {m}"))
+        return (f"{report.rows['oltp.Transaction']:,} transactions, "
+                f"{report.stats['fraud_transactions']:,} fraudulent, {report.rows.get('mongo.Log', 0)} log sessions")
+
+    step(f"seed --scale {scale}", seed_once)
+
+    def smoke() -> str:
+        init_ray(settings)
+        checks = run_smoke(settings)
+        failed = [c.service for c in checks if not c.ok]
+        if failed:
+            from paylake.errors import PaylakeError
+
+            raise PaylakeError("smoke checks failed for " + ", ".join(failed) + ": " +
+                               "; ".join(c.detail for c in checks if not c.ok))
+        return "postgres, mongo, lake, snowflake, mlflow answered"
+
+    step("smoke", smoke)
+    return results

@@ -1,0 +1,1 @@
+"""The source systems: OLTP schema, document model, data generator."""

@@ -1,0 +1,151 @@
+"""``paylake db migrate``: ordered, idempotent migrations of the source systems.
+
+PostgreSQL migrations are the files ``sql/postgres/NNNN_name.sql``, applied in
+order, each in its own transaction, recorded with a checksum in
+``public.schema_migration``. A second run applies nothing and reports nothing.
+MongoDB collections, validators and indexes come from ``mongo_model``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg import sql
+
+from paylake.errors import ConfigError, PaylakeError
+from paylake.settings import Settings
+from paylake.stores import postgres
+
+SQL_DIR = Path(__file__).resolve().parents[3] / "sql" / "postgres"
+MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+LOCK_ID = 0x7061796C  # advisory lock: one migrate at a time
+PARTITION_MONTHS_AHEAD = 3
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    path: Path
+    checksum: str
+
+
+def discover(folder: Path = SQL_DIR) -> list[Migration]:
+    """The migration files of ``folder`` in version order."""
+    found = []
+    for path in sorted(folder.glob("*.sql")):
+        match = MIGRATION_FILE.match(path.name)
+        if not match:
+            raise PaylakeError(f"{path} is not named NNNN_name.sql: rename it so migrations keep their order")
+        found.append(Migration(match[1], match[2], path, hashlib.sha256(path.read_bytes()).hexdigest()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise PaylakeError(f"two migrations in {folder} share a version number: renumber one")
+    return found
+
+
+def pending(migrations: list[Migration], applied: dict[str, str]) -> list[Migration]:
+    """Migrations not applied yet; an applied one whose file changed is an error."""
+    changed = [m for m in migrations if m.version in applied and applied[m.version] != m.checksum]
+    if changed:
+        names = ", ".join(m.path.name for m in changed)
+        raise PaylakeError(f"applied migration(s) {names} were edited afterwards: add a new migration instead")
+    return [m for m in migrations if m.version not in applied]
+
+
+def migrate_postgres(settings: Settings, folder: Path = SQL_DIR) -> list[str]:
+    """Apply what is missing; return the actions taken (empty when up to date)."""
+    actions: list[str] = []
+    with postgres.connect(settings, autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(%s)", (LOCK_ID,))
+        try:
+            conn.execute(
+                "create table if not exists public.schema_migration (version text primary key, name text not null,"
+                " checksum text not null, applied_at timestamptz not null default now())"
+            )
+            applied = dict(conn.execute("select version, checksum from public.schema_migration").fetchall())
+            for migration in pending(discover(folder), applied):
+                with conn.transaction():
+                    conn.execute(migration.path.read_text())
+                    conn.execute("insert into public.schema_migration (version, name, checksum) values (%s, %s, %s)",
+                                 (migration.version, migration.name, migration.checksum))
+                actions.append(f"applied {migration.path.name}")
+            actions += _load_keys(conn, settings)
+            first = dt.date.today().replace(day=1)
+            (created,) = conn.execute("select oltp.create_transaction_partitions(%s, %s)",
+                                      (first, PARTITION_MONTHS_AHEAD + 1)).fetchone()
+            if created:
+                actions.append(f"created {created} Transaction partition(s) up to {PARTITION_MONTHS_AHEAD} months ahead")
+        finally:
+            conn.execute("select pg_advisory_unlock(%s)", (LOCK_ID,))
+    return actions
+
+
+def _load_keys(conn, settings: Settings) -> list[str]:
+    actions = []
+    for name, secret in (("pii", settings.pii_key), ("hmac", settings.pii_hmac_key)):
+        if secret is None:
+            raise ConfigError(f"PAYLAKE_{'PII_KEY' if name == 'pii' else 'PII_HMAC_KEY'} is not set: "
+                              "PII cannot be encrypted without it (the local stack generates one)")
+        row = conn.execute("select KeyValue from pii.Keyring where Name = %s", (name,)).fetchone()
+        if row is None:
+            conn.execute("insert into pii.Keyring (Name, KeyValue) values (%s, %s)", (name, secret.get_secret_value()))
+            actions.append(f"loaded the {name} key from settings")
+        elif row[0] != secret.get_secret_value():
+            raise ConfigError(f"the {name} key in settings differs from the one the database encrypts with: "
+                              "restore the original key (rotation re-encrypts and is a separate procedure)")
+    return actions
+
+
+def create_partitions(settings: Settings, first_month: dt.date, months: int) -> int:
+    """Create the monthly Transaction partitions covering ``months`` from ``first_month``."""
+    with postgres.connect(settings, autocommit=True) as conn:
+        (created,) = conn.execute(sql.SQL("select oltp.create_transaction_partitions(%s, %s)"),
+                                  (first_month, months)).fetchone()
+    return created
+
+
+def migrate(settings: Settings) -> list[str]:
+    """Migrate both source systems; the actions taken, prefixed by store."""
+    from paylake.sources.mongo_model import migrate_mongo
+    from paylake.stores import mongo
+
+    actions = [f"postgres: {a}" for a in migrate_postgres(settings)]
+    with mongo.client(settings) as client:
+        actions += [f"mongo: {a}" for a in migrate_mongo(mongo.database(client, settings))]
+    return actions
+
+
+def isolated_sources(settings: Settings, name: str) -> Settings:
+    """Settings for a new, migrated PostgreSQL database and Mongo database called
+    ``name`` beside the configured ones (dropped first if they exist): for
+    tests and benchmarks that must not touch the main sources."""
+    from pydantic import SecretStr
+
+    from paylake.stores import mongo
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise PaylakeError(f"{name!r} is not a plain lower-case database name")
+    with postgres.connect(settings, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")
+        conn.execute(f"create database {name}")
+    dsn = settings.postgres_dsn.get_secret_value().rsplit("/", 1)[0] + f"/{name}"
+    isolated = settings.model_copy(update={"postgres_dsn": SecretStr(dsn), "mongo_database": name})
+    with mongo.client(isolated) as client:
+        client.drop_database(name)
+    migrate(isolated)
+    return isolated
+
+
+def drop_isolated_sources(settings: Settings, name: str) -> None:
+    """Drop what ``isolated_sources`` created (``settings`` are the main ones)."""
+    from paylake.stores import mongo
+
+    with postgres.connect(settings, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")
+    with mongo.client(settings) as client:
+        client.drop_database(name)
