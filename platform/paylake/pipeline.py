@@ -17,7 +17,7 @@ class StepResult:
 
 
 def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> list[StepResult]:
-    """migrate → seed (once) → smoke checks of every service."""
+    """migrate → seed (once) → extract into bronze → smoke checks of every service."""
     from paylake.raycluster import init_ray
     from paylake.smoke import run_smoke
     from paylake.sources.generator import SCALES
@@ -46,6 +46,17 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
                 f"{report.stats['fraud_transactions']:,} fraudulent, {report.rows.get('mongo.Log', 0)} log sessions")
 
     step(f"seed --scale {scale}", seed_once)
+
+    def extract_bronze() -> str:
+        from paylake.extract.run import extract
+
+        report = extract(settings)
+        changed = [t for t in report.tables if t.mode != "unchanged"]
+        quarantined = sum(t.quarantined for t in report.tables)
+        return (f"{report.rows_read:,} rows read from {len(report.tables)} sources, {len(changed)} table(s) "
+                f"committed, {quarantined} quarantined, {report.rows_read / max(report.seconds, 1e-9):,.0f} rows/s")
+
+    step("extract → bronze", extract_bronze)
 
     def smoke() -> str:
         init_ray(settings)

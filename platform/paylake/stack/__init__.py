@@ -91,7 +91,8 @@ class LocalStack:
                 if port_overrides and port_name in port_overrides:
                     ctx.ports[port_name] = port_overrides[port_name]
                 elif port_name not in ctx.ports:
-                    ctx.ports[port_name] = service.default_ports.get(port_name) or process.free_port()
+                    ctx.ports[port_name] = service.default_ports.get(port_name) or process.free_port(
+                        avoid=set(ctx.ports.values()))
         for service in to_start:  # check everything before starting anything
             for port_name in service.port_names:
                 port = ctx.ports[port_name]

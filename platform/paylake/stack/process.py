@@ -23,11 +23,22 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel considers free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+# Service ports come from below the kernel's ephemeral range (32768+ on Linux),
+# which outgoing connections use, and above Ray's worker ports (10002-19999):
+# a port found free there stays free until the server binds it.
+SERVICE_PORTS = range(21000, 30000)
+
+
+def free_port(host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
+    """A free service port (not in ``avoid``), probing from a random start."""
+    import random
+
+    start = random.randrange(len(SERVICE_PORTS))
+    for i in range(len(SERVICE_PORTS)):
+        port = SERVICE_PORTS[(start + i) % len(SERVICE_PORTS)]
+        if port not in (avoid or set()) and port_is_free(port, host):
+            return port
+    raise OSError(f"no free port in {SERVICE_PORTS.start}-{SERVICE_PORTS.stop - 1} on {host}")
 
 
 def pid_alive(pid: int) -> bool:

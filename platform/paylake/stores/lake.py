@@ -1,12 +1,33 @@
-"""The lake: Delta tables under ``lake_root`` (a local path or s3://)."""
+"""The lake: Delta tables under ``lake_root`` (a local path or s3://).
+
+This module is the one Delta writer of paylake. Writes are exactly-once: every
+commit carries a Delta transaction identifier (app id + batch number) and the
+caller's state (cursors) as commit metadata, so the state of a table and its
+data move in the same atomic commit, and a batch already committed is skipped.
+
+Bulk loads are two-phase: workers (Ray tasks) write Parquet data files
+(``write_data_file``), the driver commits them all at once (``commit_files``).
+A crash between the two leaves only unreferenced files: the table is unchanged
+and a re-run commits the batch. Upserts and deletes go through ``merge_rows``.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from paylake.settings import Settings
+
+STATE_KEY = "paylake.state"
 
 
 def table_uri(settings: Settings, *parts: str) -> str:
@@ -41,3 +62,222 @@ def s3_client(settings: Settings):
         kwargs["aws_access_key_id"] = settings.s3_access_key_id.get_secret_value()
         kwargs["aws_secret_access_key"] = settings.s3_secret_access_key.get_secret_value()
     return boto3.client("s3", **kwargs)
+
+
+def filesystem(settings: Settings) -> pafs.FileSystem:
+    """A pyarrow filesystem for the lake root (S3 with the configured endpoint, or local)."""
+    if not settings.lake_is_s3:
+        return pafs.LocalFileSystem()
+    kwargs: dict = {"region": settings.s3_region}
+    if settings.s3_endpoint_url:
+        scheme, _, host = settings.s3_endpoint_url.partition("://")
+        kwargs.update(endpoint_override=host, scheme=scheme)
+    if settings.s3_access_key_id and settings.s3_secret_access_key:
+        kwargs.update(access_key=settings.s3_access_key_id.get_secret_value(),
+                      secret_key=settings.s3_secret_access_key.get_secret_value())
+    return pafs.S3FileSystem(**kwargs)
+
+
+def _fs_path(uri: str) -> str:
+    return uri.removeprefix("s3://")
+
+
+# ----------------------------------------------------------------------------- reading state
+@dataclass(frozen=True)
+class DeltaState:
+    """What the lake knows of a table for one writer (app id)."""
+
+    exists: bool
+    version: int | None  # table version
+    batch: int  # last committed batch of this app id (0: none)
+    state: dict = field(default_factory=dict)  # the app's state as of that batch (cursors ...)
+
+
+def delta_state(settings: Settings, uri: str, app_id: str) -> DeltaState:
+    from deltalake import DeltaTable
+
+    options = storage_options(settings)
+    if not DeltaTable.is_deltatable(uri, storage_options=options):
+        return DeltaState(False, None, 0, {})
+    table = DeltaTable(uri, storage_options=options)
+    batch = table.transaction_version(app_id) or 0
+    state: dict = {}
+    if batch:
+        for commit in table.history(50):
+            raw = commit.get(STATE_KEY)
+            if raw:
+                recorded = json.loads(raw)
+                if recorded.get("app_id") == app_id:
+                    state = recorded.get("state", {})
+                    break
+    return DeltaState(True, table.version(), batch, state)
+
+
+def read_table(settings: Settings, uri: str, columns: list[str] | None = None) -> pa.Table:
+    from deltalake import DeltaTable
+
+    return DeltaTable(uri, storage_options=storage_options(settings)).to_pyarrow_table(columns=columns)
+
+
+def table_exists(settings: Settings, uri: str) -> bool:
+    from deltalake import DeltaTable
+
+    return DeltaTable.is_deltatable(uri, storage_options=storage_options(settings))
+
+
+# ----------------------------------------------------------------------------- phase 1: data files
+@dataclass(frozen=True)
+class DataFile:
+    """A Parquet file written into a table folder, not yet committed."""
+
+    path: str  # relative to the table root
+    size: int
+    rows: int
+    stats: str
+
+
+def write_data_file(settings: Settings, uri: str, data: pa.Table, *, prefix: str = "part") -> DataFile:
+    """Write ``data`` as one Parquet file inside the table folder ``uri``."""
+    name = f"{prefix}-{uuid.uuid4().hex}.zstd.parquet"
+    fs = filesystem(settings)
+    base = _fs_path(uri)
+    fs.create_dir(base, recursive=True)
+    target = f"{base}/{name}"
+    pq.write_table(data, target, filesystem=fs, compression="zstd", compression_level=1,
+                   row_group_size=256 * 1024)
+    size = fs.get_file_info(target).size
+    return DataFile(name, size, data.num_rows, _stats(data))
+
+
+def _stats(data: pa.Table) -> str:
+    """Delta file statistics (row count, min/max of integer and timestamp columns) for data skipping."""
+    minimum, maximum, nulls = {}, {}, {}
+    for name, column in zip(data.column_names, data.columns):
+        nulls[name] = column.null_count
+        kind = column.type
+        if data.num_rows == column.null_count or not (pa.types.is_integer(kind) or pa.types.is_timestamp(kind)):
+            continue
+        bounds = pc.min_max(column)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if pa.types.is_timestamp(kind):
+            low, high = (v.isoformat().replace("+00:00", "Z") for v in (low, high))
+        minimum[name], maximum[name] = low, high
+    return json.dumps({"numRecords": data.num_rows, "minValues": minimum, "maxValues": maximum,
+                       "nullCount": nulls}, default=str)
+
+
+# ----------------------------------------------------------------------------- phase 2: commits
+def _commit_properties(app_id: str, batch: int, state: dict):
+    from deltalake import CommitProperties, Transaction
+
+    return CommitProperties(app_transactions=[Transaction(app_id, batch)],
+                            custom_metadata={STATE_KEY: json.dumps({"app_id": app_id, "batch": batch,
+                                                                    "state": state})})
+
+
+def commit_files(settings: Settings, uri: str, files: list[DataFile], schema: pa.Schema, *, app_id: str,
+                 batch: int, state: dict, mode: str = "append") -> bool:
+    """Commit data files as batch ``batch`` of ``app_id``, with ``state``, in one
+    Delta commit. Returns False (and commits nothing) when that batch is already
+    committed."""
+    from deltalake import DeltaTable
+    from deltalake import Schema as DeltaSchema
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    options = storage_options(settings)
+    now = int(time.time() * 1000)
+    actions = [AddAction(f.path, f.size, {}, now, True, f.stats) for f in files]
+    properties = _commit_properties(app_id, batch, state)
+    if not DeltaTable.is_deltatable(uri, storage_options=options):
+        create_table_with_add_actions(uri, DeltaSchema.from_arrow(schema), actions, mode="error", storage_options=options,
+                                      commit_properties=properties)
+        return True
+    table = DeltaTable(uri, storage_options=options)
+    if (table.transaction_version(app_id) or 0) >= batch:
+        return False
+    table.create_write_transaction(actions, mode=mode, schema=schema, commit_properties=properties)
+    return True
+
+
+def merge_rows(settings: Settings, uri: str, source: pa.Table, *, keys: list[str], app_id: str, batch: int,
+               state: dict, changed: str | None = None, delete_when: str | None = None,
+               extra_columns: tuple[str, ...] = ()) -> dict:
+    """Upsert ``source`` into the table on ``keys`` as batch ``batch`` of ``app_id``.
+
+    Matched rows are updated only when ``changed`` (a SQL predicate over ``s``
+    and ``t``) holds, so a replay changes nothing and commits nothing; rows
+    where ``delete_when`` holds are deleted (or never inserted). Columns of the
+    source that the target does not have (such as an operation flag) are
+    ignored (name them in ``extra_columns`` so that the first batch, which
+    creates the table, leaves them out). Returns the merge metrics ({} when the
+    batch was already committed).
+    """
+    from deltalake import DeltaTable
+
+    options = storage_options(settings)
+    if not DeltaTable.is_deltatable(uri, storage_options=options):  # first batch: the rows are the table
+        rows = source
+        if delete_when or extra_columns:
+            import duckdb
+
+            keep = f"where not ({delete_when})" if delete_when else ""
+            exclude = f" exclude ({', '.join(extra_columns)})" if extra_columns else ""
+            rows = duckdb.sql(f"select *{exclude} from source s {keep}").to_arrow_table()
+        committed = commit_files(settings, uri, [write_data_file(settings, uri, rows)], rows.schema,
+                                 app_id=app_id, batch=batch, state=state)
+        return {"num_target_rows_inserted": rows.num_rows} if committed else {}
+    table = DeltaTable(uri, storage_options=options)
+    if (table.transaction_version(app_id) or 0) >= batch:
+        return {}
+    columns = [f.name for f in table.schema().to_arrow()]
+    values = {c: f"s.`{c}`" for c in columns}
+    on = " and ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    merger = table.merge(source, on, source_alias="s", target_alias="t",
+                         commit_properties=_commit_properties(app_id, batch, state))
+    if delete_when:
+        merger = merger.when_matched_delete(predicate=delete_when)
+    update_when = " and ".join(f"({p})" for p in (changed, f"not ({delete_when})" if delete_when else None) if p)
+    merger = merger.when_matched_update(values, predicate=update_when or None)
+    insert_when = f"not ({delete_when})" if delete_when else None
+    merger = merger.when_not_matched_insert(values, predicate=insert_when)
+    return merger.execute()
+
+
+def append_rows(settings: Settings, uri: str, data: pa.Table, *, app_id: str, batch: int, state: dict) -> bool:
+    """Append a small table in one commit (exactly once per batch)."""
+    return commit_files(settings, uri, [write_data_file(settings, uri, data)], data.schema,
+                        app_id=app_id, batch=batch, state=state)
+
+
+def overwrite_rows(settings: Settings, uri: str, data: pa.Table, *, app_id: str, batch: int, state: dict,
+                   predicate: str | None = None) -> bool:
+    """Replace the table (or, with ``predicate``, only the rows matching it —
+    e.g. the fact rows of some dates) by ``data`` in one atomic commit, as batch
+    ``batch`` of ``app_id``. Returns False when that batch is already committed."""
+    from deltalake import DeltaTable, write_deltalake
+
+    options = storage_options(settings)
+    exists = DeltaTable.is_deltatable(uri, storage_options=options)
+    if exists and (DeltaTable(uri, storage_options=options).transaction_version(app_id) or 0) >= batch:
+        return False
+    write_deltalake(uri, data, mode="overwrite", predicate=predicate if exists else None,
+                    schema_mode="overwrite" if predicate is None else None, storage_options=options,
+                    commit_properties=_commit_properties(app_id, batch, state))
+    return True
+
+
+def table_version(settings: Settings, uri: str) -> int | None:
+    """The current version of a Delta table (None when there is no table)."""
+    from deltalake import DeltaTable
+
+    options = storage_options(settings)
+    if not DeltaTable.is_deltatable(uri, storage_options=options):
+        return None
+    return DeltaTable(uri, storage_options=options).version()
+
+
+def dataset(settings: Settings, uri: str):
+    """The table as a pyarrow dataset (lazy: DuckDB and Arrow scan only what they need)."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(uri, storage_options=storage_options(settings)).to_pyarrow_dataset()
