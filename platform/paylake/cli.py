@@ -250,6 +250,51 @@ def seed_command(
                   f"total {report.seconds['total']:.1f} s")
 
 
+@app.command("cdc")
+@expected_failures
+def cdc_command(
+    follow: Annotated[bool, typer.Option("--follow", help="Keep draining (Ctrl-C stops after the batch in "
+                                         "flight).")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between drains with --follow when nothing is "
+                                            "pending.")] = 5.0,
+    max_changes: Annotated[int, typer.Option(help="Changes read per micro-batch (whole transactions).")] = 50_000,
+    slot: Annotated[str, typer.Option(help="Logical replication slot (created on first use; names are "
+                                      "cluster-wide).")] = "paylake_cdc",
+) -> None:
+    """Apply PostgreSQL changes (logical decoding) to the bronze tables, exactly once in effect."""
+    from paylake.cdc.decoding import int_to_lsn
+    from paylake.cdc.stream import drain, ensure_slot, lag
+    from paylake.cdc.stream import follow as follow_slot
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    if ensure_slot(settings, slot):
+        console.print(f"created replication slot {slot}: changes from now on are captured; run 'paylake extract' "
+                      "for what came before", highlight=False)
+    if follow:
+        def show(batch) -> None:
+            if batch.transactions:
+                console.print(f"LSN {int_to_lsn(batch.batch)}: {batch.transactions:,} transaction(s), {batch.changes:,} "
+                              f"change(s) in {batch.seconds:.2f} s", highlight=False)
+
+        report = follow_slot(settings, slot=slot, interval_s=interval, max_changes=max_changes, on_batch=show)
+    else:
+        report = drain(settings, slot=slot, max_changes=max_changes)
+    bytes_behind, seconds_behind = lag(settings, slot)
+    rows = [(t.table, t.changes, t.inserted, t.updated, t.deleted, t.quarantined, t.truncates,
+             "replayed" if t.replayed else "applied") for t in sorted(report.tables.values(), key=lambda t: t.table)]
+    console.print(summary_table(f"cdc {slot} → {settings.lake_root}/bronze",
+                                ["table", "changes", "inserted", "updated", "deleted", "quarantined", "truncated",
+                                 "outcome"], rows))
+    console.print(f"{report.transactions:,} transaction(s), {report.changes:,} change(s) ({report.skipped:,} of "
+                  f"tables outside the publication) in {report.seconds:.1f} s; slot at {report.advanced_to or '-'}; "
+                  f"lag {bytes_behind:,} bytes, {seconds_behind:.1f} s", highlight=False)
+    truncated = [t.table for t in report.tables.values() if t.truncates]
+    if truncated:
+        console.print(f"[yellow]truncated at the source, not applied:[/] {', '.join(truncated)}: run 'paylake "
+                      f"extract --full' for them", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

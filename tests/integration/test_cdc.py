@@ -1,0 +1,173 @@
+"""Change data capture into bronze against the real stack: changes land, a crash
+between the Delta commit and the slot advance replays without duplicates, an
+idle drain commits nothing, lag is measured."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow.compute as pc
+import pytest
+
+from paylake.cdc.decoding import lsn_to_int
+from paylake.cdc.stream import drain, drop_slot, ensure_slot, follow, lag
+from paylake.errors import PaylakeError
+from paylake.extract.run import bronze_uri, extract, sources
+from paylake.extract.verify import verify_bronze
+from paylake.sources.generator import SCALES
+from paylake.sources.migrate import isolated_sources
+from paylake.sources.seed import seed
+from paylake.stores import lake, postgres
+
+DATABASE = "paylake_cdc_test"
+SLOT = f"paylake_cdc_{DATABASE}"
+TABLES = ["postgres.address", "postgres.merchant", "postgres.location", "postgres.transaction"]
+
+
+@pytest.fixture(scope="module")
+def cdc(settings, ray_cluster, tmp_path_factory):
+    """Seeded sources of their own, the slot created, then bronze extracted into a lake of its own."""
+    drop_slot(settings, SLOT)  # left by an interrupted run, it would keep its database from being dropped
+    isolated = isolated_sources(settings, DATABASE)
+    seed(isolated, dataclasses.replace(SCALES["tiny"], log_sessions=0))
+    here = isolated.model_copy(update={"lake_root": str(tmp_path_factory.mktemp("lake"))})
+    assert ensure_slot(here, SLOT) is True
+    assert ensure_slot(here, SLOT) is False
+    extract(here, only=TABLES)
+    yield here
+    drop_slot(here, SLOT)
+
+
+def write(settings, *statements: str) -> list:
+    """Run statements in one transaction that waits for its WAL flush (the server
+    runs with synchronous_commit=off, and decoding reads flushed WAL only);
+    return the first row of each."""
+    with postgres.connect(settings) as conn:
+        conn.execute("set local synchronous_commit = on")
+        return [conn.execute(s).fetchone() for s in statements]
+
+
+def flushed(settings) -> str:
+    with postgres.connect(settings) as conn:
+        return conn.execute("select pg_current_wal_flush_lsn()::text").fetchone()[0]
+
+
+def slot_position(settings) -> int:
+    with postgres.connect(settings) as conn:
+        return lsn_to_int(conn.execute("select confirmed_flush_lsn::text from pg_replication_slots"
+                                       " where slot_name = %s", (SLOT,)).fetchone()[0])
+
+
+def caught_up(settings, mark: str) -> bool:
+    with postgres.connect(settings) as conn:
+        return conn.execute("select confirmed_flush_lsn >= %s::pg_lsn from pg_replication_slots"
+                            " where slot_name = %s", (mark, SLOT)).fetchone()[0]
+
+
+def bronze(settings, table: str):
+    return lake.read_table(settings, bronze_uri(settings, sources(settings, [table])[0]))
+
+
+def versions(settings) -> dict[str, int]:
+    from deltalake import DeltaTable
+
+    return {t: DeltaTable(bronze_uri(settings, sources(settings, [t])[0]),
+                          storage_options=lake.storage_options(settings)).version() for t in TABLES}
+
+
+def assert_bronze_equals_sources(settings) -> None:
+    assert [(r.table, r.result) for r in verify_bronze(settings, only=TABLES) if r.result != "equal"] == []
+
+
+def test_inserts_updates_and_deletes_land_in_bronze(cdc):
+    (address,), (merchant_name,), (location,), (transaction, at, partition) = write(
+        cdc,
+        "delete from oltp.address where addressid = (select min(addressid) from oltp.address) returning addressid",
+        "update oltp.merchant set name = name || ' (cdc)' where merchantid = 1 returning name",
+        "insert into oltp.location (city, region, country, latitude, longitude)"
+        " values ('O''Brien, Cork', 'Munster', 'IE', 51.897900, -8.470100) returning locationid",
+        "insert into oltp.transaction (datetime, customerid, merchantid, paymentmethodid, deviceid, locationid,"
+        " productid, currencycode, amount, taxamount, feeamount, statusid)"
+        " select datetime + interval '1 second', customerid, merchantid, paymentmethodid, deviceid, locationid,"
+        " productid, currencycode, 12.34, 0, 0.25, 1 from oltp.transaction order by transactionid limit 1"
+        " returning transactionid, datetime, tableoid::regclass::text")
+    assert partition.startswith("oltp.transaction_"), "the change is decoded under a partition's name"
+    mark = flushed(cdc)
+    bytes_behind, seconds_behind = lag(cdc, SLOT)
+    assert bytes_behind > 0 and seconds_behind >= 0
+
+    scored: list[tuple[str, list]] = []
+    report = drain(cdc, slot=SLOT, sink=lambda table, rows: scored.append((table, rows["_op"].to_pylist())))
+
+    tables = report.tables
+    assert (tables["address"].deleted, tables["merchant"].updated, tables["location"].inserted,
+            tables["transaction"].inserted) == (1, 1, 1, 1)
+    assert address not in bronze(cdc, "postgres.address")["addressid"].to_pylist()
+    merchants = bronze(cdc, "postgres.merchant").to_pylist()
+    assert next(m["name"] for m in merchants if m["merchantid"] == 1) == merchant_name
+    transactions = bronze(cdc, "postgres.transaction")
+    new = transactions.filter(pc.equal(transactions["transactionid"], transaction)).to_pylist()
+    assert len(new) == 1 and new[0]["datetime"] == at and str(new[0]["amount"]) == "12.34"
+    assert (new[0]["_source"], new[0]["_batch_id"]) == ("postgres:oltp.transaction", report.batch)
+    assert location in bronze(cdc, "postgres.location")["locationid"].to_pylist()
+    assert sorted(scored) == [("location", ["I"]), ("merchant", ["U"]), ("transaction", ["I"])]
+    assert_bronze_equals_sources(cdc)
+    assert caught_up(cdc, mark)
+    assert lag(cdc, SLOT)[1] == 0.0
+
+
+def test_crash_between_commit_and_slot_advance_replays_without_duplicates(cdc):
+    write(cdc, "update oltp.merchant set name = name || ' again' where merchantid in (2, 3) returning 1",
+          "delete from oltp.address where addressid = (select max(addressid) from oltp.address) returning 1",
+          "insert into oltp.location (city, region, country, latitude, longitude)"
+          " values ('Gent', 'Flanders', 'BE', 51.054300, 3.717400) returning 1")
+    before = slot_position(cdc)
+    with pytest.raises(PaylakeError, match="crash injected"):
+        drain(cdc, slot=SLOT, crash_after_commit=True)
+    assert slot_position(cdc) == before, "the slot advances only after the commit"
+    assert_bronze_equals_sources(cdc)  # the Delta commit happened
+    committed = versions(cdc)
+    content = {t: bronze(cdc, t).drop_columns(["_extracted_at"]).sort_by(
+        [(k, "ascending") for k in sources(cdc, [t])[0].keys]) for t in TABLES}
+
+    replay = drain(cdc, slot=SLOT)
+
+    assert replay.transactions == 1 and {t.replayed for t in replay.tables.values()} == {True}
+    assert versions(cdc) == committed
+    for table in TABLES:
+        rows = bronze(cdc, table).drop_columns(["_extracted_at"]).sort_by(
+            [(k, "ascending") for k in sources(cdc, [table])[0].keys])
+        assert rows.equals(content[table]), table
+    assert slot_position(cdc) > before
+
+
+def test_drain_with_nothing_new_commits_nothing(cdc):
+    committed = versions(cdc)
+    report = drain(cdc, slot=SLOT)
+    assert (report.transactions, report.tables) == (0, {})
+    assert versions(cdc) == committed
+    assert lag(cdc, SLOT)[1] == 0.0
+
+
+def test_follow_drains_until_stopped(cdc):
+    write(cdc, "update oltp.location set region = region || ' (cdc)' where locationid = 1 returning 1")
+    seen = []
+    total = follow(cdc, slot=SLOT, interval_s=0.1, stop_after_s=0.5, on_batch=seen.append)
+    assert total.drains == len(seen) >= 2
+    assert (total.transactions, total.tables["location"].updated) == (1, 1)
+    assert_bronze_equals_sources(cdc)
+
+
+def test_changes_of_a_table_without_bronze_ask_for_an_extract_first(cdc):
+    write(cdc, "update oltp.device set os = os || ' 2' where deviceid = 1 returning 1")
+    with pytest.raises(PaylakeError, match=r"paylake extract --only postgres\.device"):
+        drain(cdc, slot=SLOT)
+    extract(cdc, only=["postgres.device"])
+    report = drain(cdc, slot=SLOT)
+    assert report.tables["device"].updated == 1
+    assert lag(cdc, SLOT)[1] == 0.0
+
+
+def test_a_slot_name_of_another_database_is_refused(cdc, settings):
+    with pytest.raises(PaylakeError, match="choose another --slot"):
+        ensure_slot(settings, SLOT)
