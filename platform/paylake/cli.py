@@ -295,6 +295,63 @@ def cdc_command(
                       f"extract --full' for them", highlight=False)
 
 
+@app.command("query")
+@expected_failures
+def query_command(
+    name: Annotated[str | None, typer.Argument(help="Query in sql/queries/snowflake (without .sql).")] = None,
+    list_names: Annotated[bool, typer.Option("--list", help="List the queries and exit.")] = False,
+) -> None:
+    """Run one of the business's OLAP queries on the Snowflake star schema and print the result."""
+    from paylake.warehouse.queries import list_queries, run_query
+
+    if list_names or name is None:
+        console.print(summary_table("Snowflake queries (sql/queries/snowflake)", ["query"],
+                                    [(q,) for q in list_queries()]))
+        return
+    from paylake.settings import load_settings
+
+    result = run_query(load_settings(), name)
+    calendar = {"YEAR", "QUARTER", "MONTH", "DAY", "DATEKEY"}  # shown as 2026, not 2,026
+    rows = [tuple(str(v) if c.upper() in calendar else v for c, v in zip(result.column_names, row.values()))
+            for row in result.to_pylist()]
+    console.print(f"[bold]{name}[/]: {result.num_rows:,} row(s)", highlight=False)
+    console.print(summary_table("", result.column_names, rows))
+
+
+@app.command("build-star")
+@expected_failures
+def build_star_command() -> None:
+    """Bronze → silver entities → gold star schema (Delta), in parallel on Ray; only what changed."""
+    from paylake.settings import load_settings
+    from paylake.transform.silver import build_silver
+    from paylake.transform.star import build_star
+
+    settings = load_settings()
+    with console.status("building silver"):
+        silver, seconds = build_silver(settings)
+    console.print(summary_table(f"silver ({seconds:.1f} s)", ["entity", "rows", "state"],
+                                [(r.entity, r.rows if r.rows >= 0 else "-", r.state) for r in silver]))
+    with console.status("building the gold star schema"):
+        gold = build_star(settings)
+    console.print(summary_table("gold star schema", ["table", "rows", "state", "seconds"],
+                                [(r.table, r.rows, r.state, r.seconds) for r in gold]))
+
+
+@app.command("load")
+@expected_failures
+def load_command() -> None:
+    """Load the changed gold tables into Snowflake (PUT + COPY INTO + MERGE), reconciled."""
+    from paylake.settings import load_settings
+    from paylake.warehouse.load import load_star
+
+    with console.status("loading Snowflake") as status:
+        results = load_star(load_settings(), progress=lambda m: status.update(m))
+    console.print(summary_table("Snowflake load", ["table", "state", "rows sent", "inserted", "updated", "deleted",
+                                                   "seconds"],
+                                [(r.table, r.state, r.rows_sent, r.inserted, r.updated, r.deleted, r.seconds)
+                                 for r in results]))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -17,7 +17,7 @@ class StepResult:
 
 
 def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> list[StepResult]:
-    """migrate → seed (once) → extract into bronze → smoke checks of every service."""
+    """migrate → seed (once) → extract into bronze → silver + gold star → Snowflake → smoke checks."""
     from paylake.raycluster import init_ray
     from paylake.smoke import run_smoke
     from paylake.sources.generator import SCALES
@@ -57,6 +57,34 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
                 f"committed, {quarantined} quarantined, {report.rows_read / max(report.seconds, 1e-9):,.0f} rows/s")
 
     step("extract → bronze", extract_bronze)
+
+    def star() -> str:
+        from paylake.transform.silver import build_silver
+        from paylake.transform.star import build_star
+
+        silver, _ = build_silver(settings)
+        gold = build_star(settings)
+        moved = ", ".join(f"{r.table} {r.state}" for r in gold if r.state != "unchanged") or "unchanged"
+        return f"silver: {sum(r.state == 'rebuilt' for r in silver)} of {len(silver)} entities rebuilt; gold: {moved}"
+
+    step("build-star (silver, gold)", star)
+
+    def load() -> str:
+        from paylake.warehouse.load import load_star
+
+        results = load_star(settings)
+        moved = [r for r in results if r.state != "unchanged"]
+        return (f"{len(moved)} table(s) loaded, {sum(r.inserted for r in results):,} inserted, "
+                f"{sum(r.updated for r in results):,} updated, reconciled") if moved else "nothing to load"
+
+    step("load → Snowflake", load)
+
+    def queries() -> str:
+        from paylake.warehouse.queries import list_queries, run_query
+
+        return "; ".join(f"{name}: {run_query(settings, name).num_rows} row(s)" for name in list_queries())
+
+    step("business queries", queries)
 
     def smoke() -> str:
         init_ray(settings)

@@ -281,3 +281,21 @@ def dataset(settings: Settings, uri: str):
     from deltalake import DeltaTable
 
     return DeltaTable(uri, storage_options=storage_options(settings)).to_pyarrow_dataset()
+
+
+def commit_states(settings: Settings, uri: str, app_id: str, after_version: int) -> list[dict] | None:
+    """The states ``app_id`` recorded in the commits after ``after_version``,
+    oldest first; None when a commit in between came from another writer (or
+    the history is no longer available), so the caller must take everything."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri, storage_options=storage_options(settings))
+    newer = [c for c in table.history() if c.get("version", -1) > after_version]
+    states = []
+    for commit in sorted(newer, key=lambda c: c["version"]):
+        raw = commit.get(STATE_KEY)
+        recorded = json.loads(raw) if raw else {}
+        if recorded.get("app_id") != app_id:
+            return None
+        states.append(recorded.get("state", {}))
+    return states

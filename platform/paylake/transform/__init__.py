@@ -1,0 +1,1 @@
+"""Transformations: bronze → silver entities → gold star schema."""

@@ -1,0 +1,289 @@
+"""Gold: the star schema as Delta tables, with exactly the columns and types of
+the Snowflake DDL (``sql/snowflake/``, read by ``warehouse.star_ddl``).
+
+Dimensions are small and rebuilt whole (``DIM_Customer`` is slowly changing,
+type 2: a change of segment or country closes the current version and opens a
+new one). Facts are aggregated by Ray tasks, each over a slice of dates with
+DuckDB, and only for the dates touched by new data since the last build: their
+rows are replaced atomically (one Delta commit per fact table, replaceWhere on
+``DateKey``). The silver cursor and the dates replaced are kept in the commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import ray
+
+from paylake.settings import Settings
+from paylake.stores import lake
+from paylake.transform.silver import entity_uri
+from paylake.warehouse.star_ddl import conform
+
+APP_ID = "paylake.gold"
+OPEN_END = dt.datetime(9999, 12, 31)
+CAPTURED = "t.status not in ('failed', 'pending')"
+
+# Deterministic 60-bit surrogate keys: the same natural key always gets the same key.
+_KEY = "cast(('0x' || substr(md5({}), 1, 15)) as bigint)"
+
+DIMENSION_SQL = {
+    "DIM_Merchant": """
+        select merchantid as MerchantKey, merchantid as MerchantID, name as Name, industry as Industry,
+               size as Size, country as Country from merchant""",
+    "DIM_Location": """
+        select locationid as LocationKey, locationid as LocationID, city as City, region as Region,
+               country as Country from location""",
+    "DIM_Product": """
+        select productid as ProductKey, productid as ProductID, category as Category, taxrate as TaxRate
+        from product""",
+    "DIM_PaymentMethod": f"""
+        select distinct {_KEY.format("display_name || '|' || type")} as PaymentMethodKey, display_name as Name,
+               type as Type from payment_method""",
+}
+
+FACT_SQL = {
+    "FACT_Revenue": f"""
+        select cast(strftime(t.transaction_date, '%Y%m%d') as integer) as DateKey, t.merchantid as MerchantKey,
+               t.locationid as LocationKey, t.productid as ProductKey,
+               {_KEY.format("p.display_name || '|' || p.type")} as PaymentMethodKey,
+               sum(t.amount_eur) as Amount, sum(t.tax_eur) as TaxAmount, sum(t.fee_eur) as FeeAmount,
+               coalesce(sum(t.amount_eur) filter (where t.is_refunded), 0) as RefundAmount,
+               count(*) as TransactionCount
+        from txn t join payment_method p using (paymentmethodid)
+        where {CAPTURED}
+        group by all""",
+    "FACT_FraudAnalysis": f"""
+        select cast(strftime(t.transaction_date, '%Y%m%d') as integer) as DateKey, c.CustomerKey,
+               t.merchantid as MerchantKey, t.locationid as LocationKey,
+               {_KEY.format("p.display_name || '|' || p.type")} as PaymentMethodKey,
+               count(*) filter (where t.is_fraud) as FraudCount,
+               coalesce(sum(t.amount_eur) filter (where t.is_fraud), 0) as FraudAmount,
+               count(*) as TransactionCount
+        from txn t join payment_method p using (paymentmethodid)
+        join dim_customer c on c.CustomerID = t.customerid and t.datetime >= c.ValidFrom and t.datetime < c.ValidTo
+        group by all""",
+    "FACT_CustomerSegmentation": f"""
+        select cast(strftime(t.transaction_date, '%Y%m%d') as integer) as DateKey, c.CustomerKey,
+               t.locationid as LocationKey, count(*) as TransactionCount, sum(t.amount_eur) as TotalSpent
+        from txn t
+        join dim_customer c on c.CustomerID = t.customerid and t.datetime >= c.ValidFrom and t.datetime < c.ValidTo
+        where {CAPTURED}
+        group by all""",
+}
+
+COMPLIANCE_SQL = """
+    select cast(strftime(session_date, '%Y%m%d') as integer) as DateKey, 'db_session' as EventType,
+           db_user as Role, count(*) as EventCount, sum(line_count) as AccessCount,
+           sum(permission_denied_count) + count(*) filter (where label = 'anomalous') as PolicyViolationCount
+    from log_session group by all
+    union all
+    select cast(strftime(event_date, '%Y%m%d') as integer), 'platform_' || action, actor, count(*), 0, 0
+    from audit_event group by all"""
+
+
+def gold_uri(settings: Settings, table: str) -> str:
+    return lake.table_uri(settings, "gold", table)
+
+
+def _duckdb(settings: Settings, views: dict[str, str]):
+    """A DuckDB connection with silver (and gold) tables registered as views."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    for view, uri in views.items():
+        con.register(view, lake.dataset(settings, uri))
+    return con
+
+
+def _silver(settings: Settings, *names: str) -> dict[str, str]:
+    return {name: entity_uri(settings, name) for name in names}
+
+
+# ----------------------------------------------------------------------------- dimensions
+def build_dimension(settings: Settings, name: str) -> pa.Table:
+    con = _duckdb(settings, _silver(settings, "merchant", "location", "product", "payment_method"))
+    try:
+        return conform(name, con.sql(DIMENSION_SQL[name] + " order by 1").to_arrow_table())  # stable: no-op reruns
+    finally:
+        con.close()
+
+
+def build_dim_customer(settings: Settings, now: dt.datetime) -> tuple[pa.Table, int]:
+    """SCD type 2 over silver customers: returns (the dimension, versions opened or closed)."""
+    views = _silver(settings, "customer")
+    current_uri = gold_uri(settings, "DIM_Customer")
+    con = _duckdb(settings, views)
+    try:
+        if lake.table_exists(settings, current_uri):
+            con.register("previous", lake.dataset(settings, current_uri))
+        else:
+            con.execute("create view previous as select 0::bigint as CustomerKey, 0::bigint as CustomerID,"
+                        " ''::varchar as Segment, ''::varchar as Country, ''::varchar as SignupCohort,"
+                        " now()::timestamp as ValidFrom, now()::timestamp as ValidTo, false as IsCurrent where false")
+        con.execute("create temp table source as select customerid as CustomerID, segment as Segment,"
+                    " country as Country, signup_cohort as SignupCohort, signupdate::timestamp as SignupAt"
+                    " from customer")
+        con.execute("set variable change_at = ?", [now.replace(tzinfo=None)])
+        con.execute("create temp table cur as select * from previous where IsCurrent")
+        con.execute("""create temp table changed as select s.* from source s join cur c using (CustomerID)
+                       where (s.Segment, s.Country, s.SignupCohort)
+                             is distinct from (c.Segment, c.Country, c.SignupCohort)""")
+        con.execute("create temp table gone as select CustomerID from cur anti join source using (CustomerID)")
+        con.execute("create temp table new as select * from source anti join previous using (CustomerID)")
+        table = con.sql(f"""
+            select CustomerKey, CustomerID, Segment, Country, SignupCohort, ValidFrom,
+                   case when closing then getvariable('change_at') else ValidTo end as ValidTo,
+                   IsCurrent and not closing as IsCurrent
+            from (select *, IsCurrent and (CustomerID in (select CustomerID from changed)
+                                           or CustomerID in (select CustomerID from gone)) as closing
+                  from previous)
+            union all
+            select {_KEY.format("CustomerID::varchar || '|' || ValidFrom::varchar")}, CustomerID, Segment, Country,
+                   SignupCohort, ValidFrom, TIMESTAMP '{OPEN_END:%Y-%m-%d %H:%M:%S}', true
+            from (select *, getvariable('change_at') as ValidFrom from changed
+                  union all select *, SignupAt from new)
+            order by CustomerID, ValidFrom""").to_arrow_table()
+        (changes,) = con.execute("select (select count(*) from changed) + (select count(*) from gone)"
+                                 " + (select count(*) from new)").fetchone()
+        return conform("DIM_Customer", table), int(changes)
+    finally:
+        con.close()
+
+
+# ----------------------------------------------------------------------------- facts
+@ray.remote(num_cpus=1)
+def _aggregate(settings: Settings, fact: str, dates: list[dt.date], dim_customer: pa.Table | None) -> pa.Table:
+    """One fact over one slice of dates (a Ray task with its own DuckDB)."""
+    import pyarrow.dataset as ds
+
+    con = _duckdb(settings, _silver(settings, "payment_method"))
+    try:
+        transactions = lake.dataset(settings, entity_uri(settings, "transaction"))
+        con.register("txn", transactions.to_table(filter=ds.field("transaction_date").isin(dates)))
+        if dim_customer is not None:
+            con.register("dim_customer", dim_customer)
+        return con.sql(FACT_SQL[fact]).to_arrow_table()
+    finally:
+        con.close()
+
+
+def touched_dates(settings: Settings, since: str | None) -> tuple[list[dt.date], str | None]:
+    """Dates of silver transactions changed after ``since`` (all dates when None), and the new cursor."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        con.register("txn", lake.dataset(settings, entity_uri(settings, "transaction")))
+        where = "where updatedat > ?::timestamptz" if since else ""
+        params = [since] if since else []
+        dates = [r[0] for r in con.execute(f"select distinct transaction_date from txn {where} order by 1",
+                                           params).fetchall()]
+        (cursor,) = con.execute("select max(updatedat) from txn").fetchone()
+        return dates, cursor.isoformat() if cursor else since
+    finally:
+        con.close()
+
+
+def _slices(dates: list[dt.date], parts: int) -> list[list[dt.date]]:
+    size = max(1, -(-len(dates) // parts))
+    return [dates[i:i + size] for i in range(0, len(dates), size)]
+
+
+@dataclass(frozen=True)
+class GoldReport:
+    table: str
+    rows: int
+    state: str  # "rebuilt", "replaced N dates", "unchanged"
+    seconds: float
+
+
+def build_star(settings: Settings, *, parallelism: int = 4) -> list[GoldReport]:
+    """Silver → gold: dimensions, then the facts of the dates touched since the last build."""
+    from paylake.raycluster import init_ray
+    from paylake.warehouse.calendar import build_dim_date
+
+    init_ray(settings)
+    reports: list[GoldReport] = []
+    now = dt.datetime.now(dt.UTC)
+
+    def commit(table: str, data: pa.Table, state: dict, predicate: str | None = None) -> bool:
+        uri = gold_uri(settings, table)
+        batch = lake.delta_state(settings, uri, APP_ID).batch + 1
+        return lake.overwrite_rows(settings, uri, data, app_id=APP_ID, batch=batch, state=state,
+                                   predicate=predicate)
+
+    def changed(table: str, data: pa.Table) -> bool:
+        uri = gold_uri(settings, table)
+        return not lake.table_exists(settings, uri) or not lake.read_table(settings, uri).equals(data)
+
+    begin = time.perf_counter()
+    fact_state = lake.delta_state(settings, gold_uri(settings, "FACT_Revenue"), APP_ID)
+    since = fact_state.state.get("cursor") if fact_state.exists else None
+    dates, cursor = touched_dates(settings, since)
+    first, last = _date_span(settings)
+    dim_date = build_dim_date(first, last)
+    for name, data in [("DIM_Date", dim_date)] + [(n, build_dimension(settings, n)) for n in DIMENSION_SQL]:
+        begin = time.perf_counter()
+        done = changed(name, data) and commit(name, data, {"cursor": cursor})
+        reports.append(GoldReport(name, data.num_rows, "rebuilt" if done else "unchanged",
+                                  time.perf_counter() - begin))
+    begin = time.perf_counter()
+    dim_customer, versions = build_dim_customer(settings, now)
+    done = changed("DIM_Customer", dim_customer) and commit("DIM_Customer", dim_customer, {"cursor": cursor})
+    reports.append(GoldReport("DIM_Customer", dim_customer.num_rows,
+                              f"rebuilt ({versions} SCD2 change(s))" if done else "unchanged",
+                              time.perf_counter() - begin))
+
+    slices = _slices(dates, parallelism)
+    refs = {fact: [_aggregate.remote(settings, fact, part, dim_customer if "c.CustomerKey" in sql else None)
+                   for part in slices] for fact, sql in FACT_SQL.items()}
+    for fact, fact_refs in refs.items():
+        begin = time.perf_counter()
+        if not dates:
+            reports.append(GoldReport(fact, 0, "unchanged", 0.0))
+            continue
+        parts = [p for p in ray.get(fact_refs) if p.num_rows]
+        data = conform(fact, pa.concat_tables(parts) if parts else pa.table({}))
+        keys = ", ".join(str(int(d.strftime("%Y%m%d"))) for d in dates)
+        full = not lake.table_exists(settings, gold_uri(settings, fact)) or since is None
+        commit(fact, data, {"cursor": cursor, "dates": [int(d.strftime("%Y%m%d")) for d in dates]},
+               predicate=None if full else f"DateKey in ({keys})")
+        reports.append(GoldReport(fact, data.num_rows, "rebuilt" if full else f"replaced {len(dates)} date(s)",
+                                  time.perf_counter() - begin))
+    begin = time.perf_counter()
+    compliance = _compliance(settings)
+    done = changed("FACT_ComplianceAudit", compliance) and commit("FACT_ComplianceAudit", compliance,
+                                                                  {"cursor": cursor})
+    reports.append(GoldReport("FACT_ComplianceAudit", compliance.num_rows, "rebuilt" if done else "unchanged",
+                              time.perf_counter() - begin))
+    return reports
+
+
+def _compliance(settings: Settings) -> pa.Table:
+    con = _duckdb(settings, _silver(settings, "log_session", "audit_event"))
+    try:
+        return conform("FACT_ComplianceAudit", con.sql(COMPLIANCE_SQL + " order by 1, 2, 3")
+                              .to_arrow_table())
+    finally:
+        con.close()
+
+
+def _date_span(settings: Settings) -> tuple[dt.date, dt.date]:
+    """The calendar the star needs: every day with a transaction, whole years."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("txn", lake.dataset(settings, entity_uri(settings, "transaction")))
+        low, high = con.execute("select min(transaction_date), max(transaction_date) from txn").fetchone()
+    finally:
+        con.close()
+    today = dt.date.today()
+    low, high = low or today, high or today
+    return dt.date(min(low, today).year, 1, 1), dt.date(max(high, today).year, 12, 31)

@@ -1,0 +1,114 @@
+"""``paylake load``: the gold star into Snowflake, changed tables only.
+
+For each gold table (dimensions first, in DDL order, then facts) the gold
+Delta version last loaded is kept in ``PAYLAKE_LOAD_STATE`` beside the star.
+A table whose version did not move is skipped. A fact table whose newer gold
+commits all name the dates they replaced is loaded for those dates only
+(PUT + COPY INTO staging + MERGE, and the rows of those dates that vanished
+are deleted in the same transaction); otherwise the whole table is loaded.
+Every load is reconciled (row count and numeric sums) before its state is
+recorded, so a failed or interrupted load is simply run again; the MERGE makes
+a repeated load change nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from paylake.settings import Settings
+from paylake.stores import lake
+from paylake.stores import snowflake as snowflake_store
+from paylake.transform.star import APP_ID as GOLD_APP_ID
+from paylake.transform.star import gold_uri
+from paylake.warehouse import star_ddl
+from paylake.warehouse.snowflake import apply_ddl, load_table, qualified, reconcile, schema_name
+
+STATE_TABLE = "PAYLAKE_LOAD_STATE"
+
+
+@dataclass(frozen=True)
+class TableLoad:
+    table: str
+    state: str  # "loaded", "loaded N date(s)", "unchanged"
+    rows_sent: int
+    inserted: int
+    updated: int
+    deleted: int
+    seconds: float
+
+
+def _loaded_versions(settings: Settings) -> dict[str, int]:
+    target = f"{schema_name(settings)}.{STATE_TABLE}"
+    with snowflake_store.connect(settings) as conn:
+        cur = conn.cursor()
+        cur.execute(f"create table if not exists {target} (TABLE_NAME varchar primary key, GOLD_VERSION integer,"
+                    " LOAD_ID varchar, LOADED_AT timestamp_ntz)")
+        cur.execute(f"select TABLE_NAME, GOLD_VERSION from {target}")
+        return {name: int(version) for name, version in cur.fetchall()}
+
+
+def _record(settings: Settings, table: str, version: int, load_id: str) -> None:
+    target = f"{schema_name(settings)}.{STATE_TABLE}"
+    with snowflake_store.connect(settings) as conn:
+        cur = conn.cursor()
+        cur.execute(f"delete from {target} where TABLE_NAME = %s", (table,))
+        cur.execute(f"insert into {target} values (%s, %s, %s, %s)",
+                    (table, version, load_id, dt.datetime.now(dt.UTC).replace(tzinfo=None)))
+        conn.commit()
+
+
+def load_star(settings: Settings, *, progress=lambda message: None) -> list[TableLoad]:
+    """Load every gold table that changed since its last load."""
+    apply_ddl(settings)
+    loaded = _loaded_versions(settings)
+    load_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + str(time.time_ns() % 10**6)
+    results = []
+    for table in star_ddl.table_names():
+        begin = time.perf_counter()
+        uri = gold_uri(settings, table)
+        version = lake.table_version(settings, uri)
+        if version is None:
+            from paylake.errors import PaylakeError
+
+            raise PaylakeError(f"gold table {table} does not exist: run 'paylake build-star' first")
+        if loaded.get(table.upper()) == version:
+            results.append(TableLoad(table, "unchanged", 0, 0, 0, 0, 0.0))
+            continue
+        progress(f"loading {table}")
+        data = lake.read_table(settings, uri)
+        dates = _replaced_dates(settings, table, uri, loaded.get(table.upper()))
+        if dates is not None:
+            data = data.filter(pc.is_in(data["DateKey"], value_set=pa.array(dates, pa.int64())))
+        elif "DateKey" in data.column_names and table.startswith("FACT_"):
+            dates = sorted(set(data["DateKey"].to_pylist()) | _target_dates(settings, table))
+        result = load_table(settings, table, data, load_id=load_id, replace_dates=dates)
+        reconcile(settings, table, data, replace_dates=dates)
+        _record(settings, table.upper(), version, load_id)
+        state = "loaded" if dates is None or not table.startswith("FACT_") else f"loaded {len(dates)} date(s)"
+        results.append(TableLoad(table, state, data.num_rows, result.inserted, result.updated, result.deleted,
+                                 time.perf_counter() - begin))
+    return results
+
+
+def _replaced_dates(settings: Settings, table: str, uri: str, loaded_version: int | None) -> list[int] | None:
+    """The DateKeys replaced by the gold commits since the loaded version, or
+    None when the whole table must be loaded."""
+    if loaded_version is None or not table.startswith("FACT_"):
+        return None
+    states = lake.commit_states(settings, uri, GOLD_APP_ID, loaded_version)
+    if states is None or any("dates" not in s for s in states):
+        return None
+    return sorted({d for s in states for d in s["dates"]})
+
+
+def _target_dates(settings: Settings, table: str) -> set[int]:
+    """DateKeys present in Snowflake (a full reload also removes dates that vanished)."""
+    with snowflake_store.connect(settings) as conn:
+        cur = conn.cursor()
+        cur.execute(f"select distinct DateKey from {qualified(settings, table)}")
+        return {int(r[0]) for r in cur.fetchall()}

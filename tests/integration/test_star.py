@@ -1,0 +1,192 @@
+"""Silver, the gold star schema and the Snowflake load, end to end on the local stack.
+
+The tests of this module run in order on one pipeline: build, check, change the
+source, rebuild incrementally, check again."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import uuid
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+from paylake.extract.run import extract
+from paylake.sources import reference
+from paylake.sources.generator import SCALES
+from paylake.sources.migrate import isolated_sources
+from paylake.sources.seed import seed
+from paylake.stores import lake, postgres
+from paylake.stores import snowflake as snowflake_store
+from paylake.transform.silver import ENTITIES, build_silver, entity_uri
+from paylake.transform.star import build_star, gold_uri
+from paylake.warehouse import star_ddl
+from paylake.warehouse.load import load_star
+from paylake.warehouse.queries import run_query
+
+CAPTURED = "s.name not in ('failed', 'pending')"
+
+
+def run_all(settings):
+    extract(settings)
+    build_silver(settings)
+    gold = {r.table: r for r in build_star(settings)}
+    loads = {r.table: r for r in load_star(settings)}
+    return gold, loads
+
+
+@pytest.fixture(scope="module")
+def star(settings, ray_cluster, tmp_path_factory):
+    isolated = isolated_sources(settings, "paylake_star")
+    seed(isolated, dataclasses.replace(SCALES["tiny"], log_sessions=8))
+    with postgres.connect(isolated) as conn:  # the tiny world may lack them: the queries need French retailers
+        conn.execute("update oltp.merchant set industry = 'Retail', country = 'FR' where merchantid in"
+                     " (select merchantid from oltp.transaction group by 1 order by count(*) desc limit 3)")
+    database = f"ANALYTICS_STAR_{uuid.uuid4().hex[:6].upper()}"
+    configured = isolated.model_copy(update={"lake_root": str(tmp_path_factory.mktemp("lake")),
+                                             "snowflake_database": database})
+    gold, loads = run_all(configured)
+    return {"settings": configured, "gold": gold, "loads": loads}
+
+
+def pg(settings, sql, *params):
+    with postgres.connect(settings) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_gold_tables_have_exactly_the_ddl_columns_and_types(star):
+    settings = star["settings"]
+    for table in star_ddl.table_names():
+        schema = lake.read_table(settings, gold_uri(settings, table)).schema
+        expected = star_ddl.arrow_schema(table)
+        assert [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in expected], table
+
+
+def test_every_table_was_loaded_and_reconciled(star):
+    for table in star_ddl.table_names():
+        assert star["loads"][table].state.startswith("loaded"), table
+    settings = star["settings"]
+    with snowflake_store.connect(settings) as conn:
+        cur = conn.cursor()
+        for table in ("FACT_Revenue", "DIM_Customer"):
+            cur.execute(f"select count(*) from {settings.snowflake_database}.STAR.{table}")
+            assert cur.fetchone()[0] == lake.read_table(settings, gold_uri(settings, table)).num_rows
+
+
+def test_monthly_tax_of_retail_in_france_equals_the_source(star):
+    settings = star["settings"]
+    expected = pg(settings, f"""
+        select extract(year from t.datetime at time zone 'UTC')::int, extract(month from t.datetime at time zone
+               'UTC')::int, sum(round(t.taxamount * c.ratetoeur, 2))
+        from oltp.transaction t join oltp.merchant m using (merchantid) join oltp.currency c using (currencycode)
+        join oltp.transactionstatus s using (statusid)
+        where m.industry = 'Retail' and m.country = 'FR' and {CAPTURED} group by 1, 2 order by 1, 2""")
+    result = run_query(settings, "monthly_tax_retail_france").to_pylist()
+    assert expected, "the tiny world has retail sales in France"
+    assert [(r["YEAR"], r["MONTH"], r["TAXAMOUNT"]) for r in result] == [tuple(e) for e in expected]
+
+
+def test_daily_credit_card_fraud_at_small_merchants_equals_the_source(star):
+    settings = star["settings"]
+    expected = dict(pg(settings, """
+        select (t.datetime at time zone 'UTC')::date, count(*)
+        from oltp.transaction t join oltp.merchant m using (merchantid) join oltp.paymentmethod p
+             using (paymentmethodid) join oltp.transactionstatus s using (statusid)
+        where p.type = 'Credit Card' and m.size = 'small' and s.name in ('fraudulent', 'disputed')
+        group by 1"""))
+    result = {r["FULLDATE"]: r["FRAUDCOUNT"] for r in run_query(settings, "daily_credit_card_fraud_small_merchants")
+              .to_pylist() if r["FRAUDCOUNT"]}
+    assert result == expected
+
+
+def test_yearly_spend_of_premium_customers_in_france_equals_the_source(star):
+    settings = star["settings"]
+    expected = pg(settings, f"""
+        select extract(year from t.datetime at time zone 'UTC')::int, sum(round(t.amount * c.ratetoeur, 2))
+        from oltp.transaction t join oltp.customer k using (customerid) join oltp.currency c using (currencycode)
+        join oltp.transactionstatus s using (statusid)
+        where k.segment = 'premium' and k.country = 'FR' and {CAPTURED} group by 1 order by 1""")
+    result = run_query(settings, "yearly_spend_premium_france").to_pylist()
+    assert [(r["YEAR"], r["TOTALSPENT"]) for r in result] == [tuple(e) for e in expected]
+    assert expected[0][1] > Decimal(0)
+
+
+# Keyed hashes (``*_key``) are pseudonyms, the point of silver: allowed.
+PII_COLUMN = re.compile(r"^(?!.*_key$).*(email|fullname|password|street|token|fingerprint|address)", re.I)
+
+
+def test_no_clear_pii_in_silver_gold_or_snowflake(star):
+    settings = star["settings"]
+    with postgres.connect(settings) as conn:
+        emails = {r[0] for r in conn.execute("select pii.decrypt(emailencrypted) from oltp.customer limit 50")}
+    names = {f"{f} {last}" for f in reference.FIRST_NAMES for last in reference.LAST_NAMES}
+    texts: set[str] = set()
+    uris = [gold_uri(settings, t) for t in star_ddl.table_names()] + [entity_uri(settings, e.name) for e in ENTITIES]
+    for uri in uris:
+        data = lake.read_table(settings, uri)
+        assert not [c for c in data.column_names if PII_COLUMN.search(c)], uri
+        for column in data.columns:
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                texts |= set(column.drop_null().unique().to_pylist())
+    with snowflake_store.connect(settings) as conn:
+        cur = conn.cursor()
+        cur.execute(f"select table_name, column_name from {settings.snowflake_database}.information_schema.columns"
+                    " where data_type like 'TEXT%' or data_type like 'VARCHAR%'")
+        for table, column in cur.fetchall():
+            assert not PII_COLUMN.search(column), (table, column)
+            cur.execute(f"select distinct {column} from {settings.snowflake_database}.STAR.{table}")
+            texts |= {r[0] for r in cur.fetchall() if r[0]}
+    assert emails and not texts & emails
+    assert not any("@" in t for t in texts)
+    assert not texts & names
+
+
+def test_scd2_keeps_the_old_version_when_a_segment_changes(star):
+    settings = star["settings"]
+    customer_id, segment = pg(settings, "select customerid, segment from oltp.customer where segment <> 'premium'"
+                                        " order by customerid limit 1")[0]
+    with postgres.connect(settings) as conn:
+        conn.execute("update oltp.customer set segment = 'premium' where customerid = %s", (customer_id,))
+    star["changed_customer"] = customer_id
+    gold, _ = run_all(settings)
+    assert "1 SCD2 change" in gold["DIM_Customer"].state
+    dim = lake.read_table(settings, gold_uri(settings, "DIM_Customer")).to_pylist()
+    versions = sorted((r for r in dim if r["CustomerID"] == customer_id), key=lambda r: r["ValidFrom"])
+    assert [(v["Segment"], v["IsCurrent"]) for v in versions] == [(segment, False), ("premium", True)]
+    assert versions[0]["ValidTo"] == versions[1]["ValidFrom"]
+    assert versions[1]["ValidTo"] == dt.datetime(9999, 12, 31)
+    facts = lake.read_table(settings, gold_uri(settings, "FACT_CustomerSegmentation")).to_pylist()
+    keys = {f["CustomerKey"] for f in facts}
+    assert versions[0]["CustomerKey"] in keys, "past facts keep the version valid at their time"
+
+
+def test_incremental_rebuild_replaces_only_the_touched_dates(star):
+    settings = star["settings"]
+    before = lake.read_table(settings, gold_uri(settings, "FACT_Revenue"))
+    txid, when = pg(settings, "select transactionid, datetime from oltp.transaction t join oltp.transactionstatus"
+                              " s using (statusid) where s.name = 'succeeded' order by transactionid limit 1")[0]
+    with postgres.connect(settings) as conn:
+        conn.execute("select oltp.change_transaction_status(%s, %s, 'refunded', 'customer return', 'test')",
+                     (txid, when))
+    date_key = int(when.astimezone(dt.UTC).strftime("%Y%m%d"))
+    gold, loads = run_all(settings)
+    assert gold["FACT_Revenue"].state == "replaced 1 date(s)"
+    assert loads["FACT_Revenue"].state == "loaded 1 date(s)"
+    assert loads["FACT_Revenue"].updated >= 1
+    after = lake.read_table(settings, gold_uri(settings, "FACT_Revenue"))
+    other = pa.compute.not_equal(before["DateKey"], date_key)
+    other_after = pa.compute.not_equal(after["DateKey"], date_key)
+    assert after.filter(other_after).sort_by([(c, "ascending") for c in star_ddl.primary_key("FACT_Revenue")]) \
+        .equals(before.filter(other).sort_by([(c, "ascending") for c in star_ddl.primary_key("FACT_Revenue")]))
+    refunds = after.filter(pa.compute.equal(after["DateKey"], date_key))["RefundAmount"]
+    assert pa.compute.sum(refunds).as_py() > 0
+
+
+def test_a_second_load_loads_nothing(star):
+    settings = star["settings"]
+    results = load_star(settings)
+    assert {r.state for r in results} == {"unchanged"}
+    assert {r.table for r in build_star(settings) if r.state != "unchanged"} == set()
