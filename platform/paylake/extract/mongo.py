@@ -167,15 +167,19 @@ class MongoCollectionSource:
 
     def plan(self, db, since: dt.datetime | None, *, rows_per_task: int, max_tasks: int) -> list[MongoReadTask]:
         coll = db[self.collection]
+        parts = partitions_for(coll.estimated_document_count(), rows_per_task, max_tasks)
+        low_bound = ObjectId.from_datetime(since) if since is not None and self.cursor_column == "_id" else None
+        if low_bound is not None:
+            since = None  # the _id range itself is the increment
+        if parts == 1:  # one task: no need to look up the key bounds
+            return [MongoReadTask(self.collection, low_bound, None, since)]
         first = coll.find_one({}, {"_id": 1}, sort=[("_id", 1)])
         last = coll.find_one({}, {"_id": 1}, sort=[("_id", -1)])
         if first is None:
             return []
         low, high = first["_id"], last["_id"]
-        if since is not None and self.cursor_column == "_id":
-            low = max(low, ObjectId.from_datetime(since))
-            since = None  # the range itself is the increment
-        parts = partitions_for(coll.estimated_document_count(), rows_per_task, max_tasks)
+        if low_bound is not None:
+            low = max(low, low_bound)
         if isinstance(low, ObjectId):
             ranges = plan_time_ranges(low.generation_time, high.generation_time, parts)
             bounds = [(ObjectId.from_datetime(a), ObjectId.from_datetime(b)) for a, b in ranges]
@@ -196,7 +200,8 @@ class MongoCollectionSource:
             warnings.simplefilter("ignore")
             coll = mongo.database(client, settings)[self.collection]
             try:
-                table = find_arrow_all(coll, query, schema=_read_schema(self.collection))
+                # projection=None: the schema already selects the fields; a projection only slows the server
+                table = find_arrow_all(coll, query, schema=_read_schema(self.collection), projection=None)
                 bad = contract_violations(self.collection, table)
                 if not bad.any():
                     return self._conform(table), _no_rejects()

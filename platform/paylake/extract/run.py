@@ -47,7 +47,7 @@ class ExtractOptions:
     full: bool = False  # reload everything (overwrite) instead of the increment
     overlap: dt.timedelta = dt.timedelta(minutes=5)  # re-read window before the cursor
     quarantine_threshold: float = 0.05  # fail when more than this share of a table's rows is invalid
-    rows_per_task: int = 250_000
+    rows_per_task: int = 500_000
     max_tasks_per_table: int = 8
     crash_after_write: str | None = None  # tests: fail after the data write, before the commit of this table
 
@@ -121,9 +121,9 @@ def _read(source, settings: Settings, task, write_to: str | None, batch: int, ex
 def with_load_metadata(data: pa.Table, source_id: str, extracted_at: dt.datetime, batch: int) -> pa.Table:
     """Append ``_source``, ``_extracted_at``, ``_batch_id`` (the load metadata of every bronze row)."""
     n = data.num_rows
-    values = [pa.array([source_id] * n, pa.string()) if n else pa.array([], pa.string()),
-              pa.array([extracted_at] * n, pa.timestamp("us", tz="UTC")),
-              pa.array([batch] * n, pa.int64())]
+    values = [pa.repeat(pa.scalar(source_id, pa.string()), n),
+              pa.repeat(pa.scalar(extracted_at, pa.timestamp("us", tz="UTC")), n),
+              pa.repeat(pa.scalar(batch, pa.int64()), n)]
     for f, v in zip(METADATA_FIELDS, values):
         data = data.append_column(f, v)
     return data

@@ -141,11 +141,14 @@ def write_data_file(settings: Settings, uri: str, data: pa.Table, *, prefix: str
     name = f"{prefix}-{uuid.uuid4().hex}.zstd.parquet"
     fs = filesystem(settings)
     base = _fs_path(uri)
-    fs.create_dir(base, recursive=True)
-    target = f"{base}/{name}"
-    pq.write_table(data, target, filesystem=fs, compression="zstd", compression_level=1,
-                   row_group_size=256 * 1024)
-    size = fs.get_file_info(target).size
+    if not settings.lake_is_s3:  # object stores have no folders to create
+        fs.create_dir(base, recursive=True)
+    dictionary = [f.name for f in data.schema if pa.types.is_string(f.type) or pa.types.is_boolean(f.type)
+                  or (pa.types.is_integer(f.type) and f.type.bit_width <= 16)]
+    with fs.open_output_stream(f"{base}/{name}") as sink:
+        pq.write_table(data, sink, compression="zstd", compression_level=1, row_group_size=256 * 1024,
+                       use_dictionary=dictionary)
+        size = sink.tell()
     return DataFile(name, size, data.num_rows, _stats(data))
 
 

@@ -1,0 +1,79 @@
+"""What the benchmarks share: results, best-of-N, and the ``bench`` source databases
+(``paylake_bench``: seeded once at the ``bench`` scale, ≥ 2 M transactions, then reused)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from paylake.report import console
+from paylake.settings import Settings
+from paylake.sources.generator import SCALES
+from paylake.sources.migrate import isolated_sources
+from paylake.sources.seed import seed
+from paylake.stores import mongo, postgres
+
+BENCH_DB = "paylake_bench"
+MIN_TRANSACTIONS = 2_000_000
+COLLECTION = "UserInteractionData"
+
+
+@dataclass(frozen=True)
+class Result:
+    what: str
+    rows: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds
+
+
+def best_of(runs: int, measure: Callable[[], Result]) -> Result:
+    results = [measure() for _ in range(runs)]
+    for r in results:
+        console.print(f"  {r.what}: {r.rows:,} rows in {r.seconds:.2f} s", style="dim")
+    return min(results, key=lambda r: r.seconds)
+
+
+# ----------------------------------------------------------------------------- setup
+def bench_settings(main: Settings) -> Settings:
+    """Settings for the ``paylake_bench`` databases, built the way ``isolated_sources`` builds them."""
+    dsn = main.postgres_dsn.get_secret_value().rsplit("/", 1)[0] + f"/{BENCH_DB}"
+    return main.model_copy(update={"postgres_dsn": SecretStr(dsn), "mongo_database": BENCH_DB})
+
+
+def seeded_rows(main: Settings, settings: Settings) -> tuple[int, int]:
+    """(transactions, interaction documents) already in the bench databases (0, 0 when absent)."""
+    with postgres.connect(main, autocommit=True) as conn:
+        if conn.execute("select 1 from pg_database where datname = %s", (BENCH_DB,)).fetchone() is None:
+            return 0, 0
+    with postgres.connect(settings, autocommit=True) as conn:
+        if conn.execute("select to_regclass('oltp.transaction')").fetchone()[0] is None:
+            return 0, 0
+        (transactions,) = conn.execute("select count(*) from oltp.transaction").fetchone()
+    with mongo.client(settings) as client:
+        documents = mongo.database(client, settings)[COLLECTION].count_documents({})
+    return transactions, documents
+
+
+def prepare_sources(main: Settings, skip_check: bool) -> Settings:
+    """The bench databases, seeded at ``bench`` scale once (a few minutes), then reused."""
+    settings = bench_settings(main)
+    if skip_check:
+        return settings
+    transactions, documents = seeded_rows(main, settings)
+    if transactions >= MIN_TRANSACTIONS and documents:
+        console.print(f"reusing database {BENCH_DB}: {transactions:,} transactions, "
+                      f"{documents:,} {COLLECTION} documents", style="dim")
+        return settings
+    console.print(f"seeding database {BENCH_DB} at scale 'bench' (once; a few minutes)")
+    settings = isolated_sources(main, BENCH_DB)
+    report = seed(settings, dataclasses.replace(SCALES["bench"], log_sessions=0),
+                  progress=lambda m: console.print(f"  {m}", style="dim"))
+    console.print(f"  seeded in {report.seconds['total']:.0f} s: {report.rows['oltp.Transaction']:,} transactions",
+                  style="dim")
+    return settings
