@@ -63,17 +63,15 @@ def check_mongo(settings: Settings, run_id: str) -> Check:
 
 def check_lake(settings: Settings, run_id: str) -> Check:
     import pyarrow as pa
-    from deltalake import DeltaTable, write_deltalake
 
     from paylake.stores import lake
 
     def action() -> str:
         uri = lake.table_uri(settings, "ops", "smoke_check")
-        options = lake.storage_options(settings)
-        batch = pa.table({"run_id": [run_id], "at": pa.array([time.time()], pa.float64())})
-        write_deltalake(uri, batch, mode="append", storage_options=options)
-        table = DeltaTable(uri, storage_options=options)
-        return f"{uri} at version {table.version()}"
+        rows = pa.table({"run_id": [run_id], "at": pa.array([time.time()], pa.float64())})
+        batch = lake.delta_state(settings, uri, "paylake.smoke").batch + 1
+        lake.append_rows(settings, uri, rows, app_id="paylake.smoke", batch=batch, state={"run_id": run_id})
+        return f"{uri} at version {lake.table_version(settings, uri)}"
 
     return _timed("lake", "append to a Delta table", action)
 
