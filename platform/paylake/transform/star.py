@@ -40,7 +40,7 @@ DIMENSION_SQL = {
     "DIM_Product": """
         select productid as ProductKey, productid as ProductID, category as Category, taxrate as TaxRate
         from product
-        union all select -1, -1, 'Unknown', 0  -- the member of sales without a product""",
+        union all select -1, -1, 'Unknown', 0""",  # the member of sales without a product
     "DIM_PaymentMethod": f"""
         select distinct {_KEY.format("display_name || '|' || type")} as PaymentMethodKey, display_name as Name,
                type as Type from payment_method""",
