@@ -189,6 +189,15 @@ def demo(state_dir: StateDir = None) -> None:
     job_id, final = submit_job(settings, "python jobs/pipeline.py --scale demo", project,
                                echo=lambda s: console.print(s, highlight=False, markup=False))
     console.rule(f"job {job_id}: {final}")
+    if final == "SUCCEEDED":
+        from paylake.warehouse.queries import list_queries, run_query
+
+        for name in list_queries():  # the business's answers, from the Snowflake star
+            result = run_query(settings, name)
+            console.print(f"[bold]{name}[/]: {result.num_rows} row(s), first ones:", highlight=False)
+            console.print(summary_table("", result.column_names,
+                                        [tuple(str(v) for v in row.values()) for row in result.slice(0, 6)
+                                         .to_pylist()]))
     console.print(summary_table("where to look", ["service", "url"], [(s.name, s.url) for s in states]))
     console.print(f"Ray dashboard: {settings.ray_dashboard_url}   MLflow: {settings.mlflow_tracking_uri}")
     console.print(f"Submit more: ray job submit --address {settings.ray_dashboard_url} --working-dir . -- "
