@@ -156,7 +156,7 @@ def test_down_stops_what_up_started_and_nothing_else(tmp_path, local_stack):
     assert all(s.state == "healthy" for s in local_stack.status())
 
 
-def test_a_server_that_dies_at_start_names_its_log(tmp_path):
+def test_a_server_that_dies_at_start_names_its_log_and_nothing_is_left_running(tmp_path):
     from paylake.errors import StackError
     from paylake.stack.services import Postgres
 
@@ -167,7 +167,7 @@ def test_a_server_that_dies_at_start_names_its_log(tmp_path):
     with open(conf, "a") as out:
         out.write("\nshared_buffers = 'plenty'\n")  # the server refuses to start on this
     with pytest.raises(StackError) as err:
-        stack.up(["postgres"])
+        stack.up(["mongo", "postgres"])  # mongo starts fine, and must be stopped again
     message = str(err.value)
     assert message.startswith("postgres: server exited with code")
     assert str(stack.state_dir / "logs" / "postgres.log") in message

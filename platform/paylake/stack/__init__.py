@@ -137,7 +137,13 @@ class LocalStack:
                     future.result()
                 except StackError as exc:
                     errors.append(exc)
-        if errors:
+        if errors:  # leave nothing behind: stop what this call started
+            for service in reversed(to_start):
+                proc = started[service.name]
+                if proc.poll() is None:
+                    process.terminate(proc.pid, sig=signal.SIGINT if service.name == "postgres" else signal.SIGTERM)
+                process.kill_all(service.extra_pids(ctx))
+                ctx.pidfile(service.name).unlink(missing_ok=True)
             raise errors[0]
         for service in chosen:  # idempotent set-up, also for reused servers
             try:
