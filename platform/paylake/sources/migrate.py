@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from psycopg import sql
-
 from paylake.errors import ConfigError, PaylakeError
 from paylake.settings import Settings
 from paylake.stores import postgres
@@ -99,14 +97,6 @@ def _load_keys(conn, settings: Settings) -> list[str]:
             raise ConfigError(f"the {name} key in settings differs from the one the database encrypts with: "
                               "restore the original key (rotation re-encrypts and is a separate procedure)")
     return actions
-
-
-def create_partitions(settings: Settings, first_month: dt.date, months: int) -> int:
-    """Create the monthly Transaction partitions covering ``months`` from ``first_month``."""
-    with postgres.connect(settings, autocommit=True) as conn:
-        (created,) = conn.execute(sql.SQL("select oltp.create_transaction_partitions(%s, %s)"),
-                                  (first_month, months)).fetchone()
-    return created
 
 
 def migrate(settings: Settings) -> list[str]:

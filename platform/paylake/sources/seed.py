@@ -10,7 +10,6 @@ sessions come from real SQL sessions against the server (``dblogs``).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -192,6 +191,3 @@ def insert_documents(collection, docs: list[dict], batch: int = 5_000) -> tuple[
             log.warning("%s: %d document(s) rejected by the validator", collection.name, failed)
     return inserted, rejected
 
-
-def end_of_data(spec: SeedSpec) -> dt.datetime:
-    return dt.datetime.combine(spec.end, dt.time(23, 59, 59), dt.UTC)
