@@ -133,6 +133,9 @@ def extract_command(
                                                         "breaks its contract.")] = 0.05,
     verify: Annotated[bool, typer.Option("--verify", help="Afterwards compare row counts and per-column "
                                          "checksums of every bronze table with its source.")] = False,
+    capture_changes: Annotated[bool, typer.Option("--cdc-slot/--no-cdc-slot", help="Create the CDC replication "
+                                                  "slot first when missing (deletes reach bronze only through it; "
+                                                  "needs the REPLICATION attribute).")] = True,
 ) -> None:
     """Extract PostgreSQL and MongoDB into bronze Delta tables (parallel, incremental, exactly once)."""
     import datetime as dt
@@ -144,7 +147,7 @@ def extract_command(
 
     settings = load_settings()
     options = ExtractOptions(full=full, overlap=dt.timedelta(minutes=overlap_minutes),
-                             quarantine_threshold=quarantine_threshold)
+                             quarantine_threshold=quarantine_threshold, capture_changes=capture_changes)
     bars: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
@@ -154,6 +157,10 @@ def extract_command(
             bar.update(bars[table], completed=done)
 
         report = extract(settings, only=only, options=options, progress=tick)
+    if report.slot is not None and report.slot.created:
+        console.print(f"created replication slot {report.slot.name} at {report.slot.consistent_lsn}: changes from "
+                      "then on reach bronze with 'paylake cdc'; existing postgres bronze tables were reloaded whole",
+                      highlight=False)
     rows = [(t.table, t.mode, t.tasks, t.rows_read, t.rows_written, t.quarantined, t.seconds,
              t.rows_read / max(t.seconds, 1e-9), t.batch or "-") for t in report.tables]
     console.print(summary_table(f"extract → {settings.lake_root}/bronze",
@@ -165,9 +172,11 @@ def extract_command(
         from paylake.extract.verify import verify_bronze
 
         checks = verify_bronze(settings, only=only)
-        console.print(summary_table("verify: source vs bronze", ["table", "rows (source)", "rows (bronze)",
-                                                                 "columns checked", "result"],
-                                    [(c.table, c.source_rows, c.bronze_rows, c.columns, c.result) for c in checks]))
+        console.print(summary_table("verify: source minus quarantined vs bronze",
+                                    ["table", "rows (source)", "quarantined", "rows expected", "rows (bronze)",
+                                     "columns checked", "result"],
+                                    [(c.table, c.source_rows, c.quarantined, c.source_rows - c.quarantined,
+                                      c.bronze_rows, c.columns, c.result) for c in checks]))
         if any(c.result != "equal" for c in checks):
             raise PaylakeError("bronze differs from its source: see the table above")
 
@@ -267,19 +276,21 @@ def cdc_command(
     interval: Annotated[float, typer.Option(help="Seconds between drains with --follow when nothing is "
                                             "pending.")] = 5.0,
     max_changes: Annotated[int, typer.Option(help="Changes read per micro-batch (whole transactions).")] = 50_000,
-    slot: Annotated[str, typer.Option(help="Logical replication slot (created on first use; names are "
-                                      "cluster-wide).")] = "paylake_cdc",
+    slot: Annotated[str | None, typer.Option(help="Logical replication slot (default paylake_cdc_<database>; "
+                                             "'paylake extract' creates it; names are cluster-wide).")] = None,
 ) -> None:
     """Apply PostgreSQL changes (logical decoding) to the bronze tables, exactly once in effect."""
     from paylake.cdc.decoding import int_to_lsn
-    from paylake.cdc.stream import drain, ensure_slot, lag
+    from paylake.cdc.slot import default_slot, ensure_slot
+    from paylake.cdc.stream import drain, lag
     from paylake.cdc.stream import follow as follow_slot
     from paylake.settings import load_settings
 
     settings = load_settings()
-    if ensure_slot(settings, slot):
-        console.print(f"created replication slot {slot}: changes from now on are captured; run 'paylake extract' "
-                      "for what came before", highlight=False)
+    slot = slot or default_slot(settings)
+    if ensure_slot(settings, slot).created:
+        console.print(f"created replication slot {slot}: changes from now on are captured; run 'paylake extract "
+                      "--full' for what came before", highlight=False)
     if follow:
         def show(batch) -> None:
             if batch.transactions:

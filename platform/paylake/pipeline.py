@@ -17,7 +17,8 @@ class StepResult:
 
 
 def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> list[StepResult]:
-    """migrate → seed (once) → extract into bronze → silver + gold star → Snowflake → smoke checks."""
+    """migrate → seed (once) → extract into bronze (creating the CDC slot first) → drain the CDC slot into
+    bronze (deletes) → silver + gold star → Snowflake → business queries → smoke checks."""
     from paylake.raycluster import init_ray
     from paylake.smoke import run_smoke
     from paylake.sources.generator import SCALES
@@ -57,6 +58,22 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
                 f"committed, {quarantined} quarantined, {report.rows_read / max(report.seconds, 1e-9):,.0f} rows/s")
 
     step("extract → bronze", extract_bronze)
+
+    def cdc_drain() -> str:
+        from paylake.cdc.stream import CdcBatchReport, drain
+
+        total = CdcBatchReport("")
+        while True:  # until the slot holds nothing more (each drain is one micro-batch)
+            batch = drain(settings)
+            total.absorb(batch)
+            if not batch.more_pending:
+                break
+        deleted = sum(t.deleted for t in total.tables.values())
+        upserted = sum(t.inserted + t.updated for t in total.tables.values())
+        return (f"{total.transactions:,} transaction(s), {total.changes:,} change(s): {upserted:,} upserted, "
+                f"{deleted:,} deleted in bronze")
+
+    step("cdc → bronze", cdc_drain)
 
     def star() -> str:
         from paylake.transform.silver import build_silver

@@ -10,7 +10,8 @@ import pyarrow.compute as pc
 import pytest
 
 from paylake.cdc.decoding import lsn_to_int
-from paylake.cdc.stream import drain, drop_slot, ensure_slot, follow, lag
+from paylake.cdc.slot import default_slot, drop_slot, ensure_slot
+from paylake.cdc.stream import drain, follow, lag
 from paylake.errors import PaylakeError
 from paylake.extract.run import bronze_uri, extract, sources
 from paylake.extract.verify import verify_bronze
@@ -26,14 +27,13 @@ TABLES = ["postgres.address", "postgres.merchant", "postgres.location", "postgre
 
 @pytest.fixture(scope="module")
 def cdc(settings, ray_cluster, tmp_path_factory):
-    """Seeded sources of their own, the slot created, then bronze extracted into a lake of its own."""
-    drop_slot(settings, SLOT)  # left by an interrupted run, it would keep its database from being dropped
+    """Seeded sources of their own (their database's old slots dropped with it), then
+    bronze extracted into a lake of its own: the extraction creates the slot."""
     isolated = isolated_sources(settings, DATABASE)
     seed(isolated, dataclasses.replace(SCALES["tiny"], log_sessions=0))
     here = isolated.model_copy(update={"lake_root": str(tmp_path_factory.mktemp("lake"))})
-    assert ensure_slot(here, SLOT) is True
-    assert ensure_slot(here, SLOT) is False
-    extract(here, only=TABLES)
+    report = extract(here, only=TABLES)
+    assert report.slot is not None and (report.slot.name, report.slot.created) == (SLOT, True)
     yield here
     drop_slot(here, SLOT)
 
@@ -94,7 +94,7 @@ def test_inserts_updates_and_deletes_land_in_bronze(cdc):
     assert partition.startswith("oltp.transaction_"), "the change is decoded under a partition's name"
     mark = flushed(cdc)
     bytes_behind, seconds_behind = lag(cdc, SLOT)
-    assert bytes_behind > 0 and seconds_behind >= 0
+    assert bytes_behind > 0 and 0 < seconds_behind < 60, "lag counts from the oldest pending commit"
 
     scored: list[tuple[str, list]] = []
     report = drain(cdc, slot=SLOT, sink=lambda table, rows: scored.append((table, rows["_op"].to_pylist())))
@@ -171,3 +171,39 @@ def test_changes_of_a_table_without_bronze_ask_for_an_extract_first(cdc):
 def test_a_slot_name_of_another_database_is_refused(cdc, settings):
     with pytest.raises(PaylakeError, match="choose another --slot"):
         ensure_slot(settings, SLOT)
+
+
+def test_the_default_slot_is_named_after_the_database_and_kept_by_later_extracts(cdc):
+    assert default_slot(cdc) == SLOT
+    again = extract(cdc, only=["postgres.merchant"])
+    assert again.slot is not None and not again.slot.created
+    assert again.tables[0].mode in ("incremental", "unchanged")
+
+
+def test_a_delete_right_after_the_first_extract_reaches_bronze(cdc):
+    (merchant,) = write(cdc, "insert into oltp.merchant (name, industry, size, country, locationid)"
+                             " select 'Gone Soon', industry, size, country, locationid from oltp.merchant"
+                             " order by merchantid limit 1 returning merchantid")[0]
+    drain(cdc, slot=SLOT)
+    assert merchant in bronze(cdc, "postgres.merchant")["merchantid"].to_pylist()
+    write(cdc, f"delete from oltp.merchant where merchantid = {merchant} returning 1")
+    extract(cdc, only=["postgres.merchant"])  # an increment cannot see a delete ...
+    assert merchant in bronze(cdc, "postgres.merchant")["merchantid"].to_pylist()
+    report = drain(cdc, slot=SLOT)  # ... the slot's stream does
+    assert report.tables["merchant"].deleted == 1
+    assert merchant not in bronze(cdc, "postgres.merchant")["merchantid"].to_pylist()
+    assert_bronze_equals_sources(cdc)
+
+
+def test_a_slot_created_after_bronze_exists_reloads_postgres_tables_whole(cdc):
+    drain(cdc, slot=SLOT)
+    drop_slot(cdc, SLOT)
+    try:
+        (address,) = write(cdc, "delete from oltp.address where addressid = (select min(addressid)"
+                                " from oltp.address) returning addressid")[0]
+        report = extract(cdc, only=["postgres.address"])  # the delete happened with no slot to record it
+        assert report.slot is not None and report.slot.created
+        assert report.tables[0].mode == "full"
+        assert address not in bronze(cdc, "postgres.address")["addressid"].to_pylist()
+    finally:
+        ensure_slot(cdc, SLOT)

@@ -168,6 +168,35 @@ def test_malformed_documents_go_to_quarantine_with_reasons(sources_db, tmp_path)
             mongo.database(client, local).CustomerReview.delete_many({"_id": {"$in": ids}})
 
 
+def test_verify_compares_the_source_minus_quarantined_and_survives_schema_breaking_documents(sources_db, tmp_path):
+    local = on_lake(sources_db, str(tmp_path / "lake"))
+    bad = {"_id": ObjectId(), "customerId": "one", "merchantId": 1, "rating": 11, "message": "schema-breaking",
+           "timestamp": "yesterday"}
+    with mongo.client(local) as client:
+        reviews = mongo.database(client, local).CustomerReview
+        reviews.insert_one(bad, bypass_document_validation=True)
+        total = reviews.count_documents({})
+    original = None
+    try:
+        report = extract(local, only=["mongo.CustomerReview"], options=ExtractOptions(quarantine_threshold=0.5))
+        assert report.tables[0].quarantined == 1
+        (result,) = verify_bronze(local, only=["mongo.CustomerReview"])
+        assert (result.source_rows, result.quarantined, result.bronze_rows) == (total, 1, total - 1)
+        assert result.result == "equal"
+        with mongo.client(local) as client:  # a good document changed behind the lake is still seen
+            reviews = mongo.database(client, local).CustomerReview
+            original = reviews.find_one({"_id": {"$ne": bad["_id"]}})
+            reviews.update_one({"_id": original["_id"]}, {"$set": {"message": original["message"] + " (changed)"}})
+        (changed,) = verify_bronze(local, only=["mongo.CustomerReview"])
+        assert changed.result.startswith("checksum differs")
+    finally:
+        with mongo.client(local) as client:
+            reviews = mongo.database(client, local).CustomerReview
+            reviews.delete_one({"_id": bad["_id"]})
+            if original is not None:
+                reviews.replace_one({"_id": original["_id"]}, original)
+
+
 def test_unknown_source_names_the_choices(sources_db):
     with pytest.raises(PaylakeError, match="postgres.transaction"):
         sources(sources_db, ["postgres.nosuchtable"])

@@ -9,7 +9,6 @@ import dataclasses
 import datetime as dt
 import re
 import uuid
-from decimal import Decimal
 
 import pyarrow as pa
 import pytest
@@ -25,9 +24,7 @@ from paylake.transform.silver import ENTITIES, build_silver, entity_uri
 from paylake.transform.star import build_star, gold_uri
 from paylake.warehouse import star_ddl
 from paylake.warehouse.load import load_star
-from paylake.warehouse.queries import run_query
-
-CAPTURED = "s.name not in ('failed', 'pending')"
+from tests.integration.business import SOURCE_SQL, source_answer, warehouse_answer
 
 
 def run_all(settings):
@@ -76,42 +73,12 @@ def test_every_table_was_loaded_and_reconciled(star):
             assert cur.fetchone()[0] == lake.read_table(settings, gold_uri(settings, table)).num_rows
 
 
-def test_monthly_tax_of_retail_in_france_equals_the_source(star):
+@pytest.mark.parametrize("question", list(SOURCE_SQL))
+def test_business_answers_equal_the_source(star, question):
     settings = star["settings"]
-    expected = pg(settings, f"""
-        select extract(year from t.datetime at time zone 'UTC')::int, extract(month from t.datetime at time zone
-               'UTC')::int, sum(round(t.taxamount * c.ratetoeur, 2))
-        from oltp.transaction t join oltp.merchant m using (merchantid) join oltp.currency c using (currencycode)
-        join oltp.transactionstatus s using (statusid)
-        where m.industry = 'Retail' and m.country = 'FR' and {CAPTURED} group by 1, 2 order by 1, 2""")
-    result = run_query(settings, "monthly_tax_retail_france").to_pylist()
-    assert expected, "the tiny world has retail sales in France"
-    assert [(r["YEAR"], r["MONTH"], r["TAXAMOUNT"]) for r in result] == [tuple(e) for e in expected]
-
-
-def test_daily_credit_card_fraud_at_small_merchants_equals_the_source(star):
-    settings = star["settings"]
-    expected = dict(pg(settings, """
-        select (t.datetime at time zone 'UTC')::date, count(*)
-        from oltp.transaction t join oltp.merchant m using (merchantid) join oltp.paymentmethod p
-             using (paymentmethodid) join oltp.transactionstatus s using (statusid)
-        where p.type = 'Credit Card' and m.size = 'small' and s.name in ('fraudulent', 'disputed')
-        group by 1"""))
-    result = {r["FULLDATE"]: r["FRAUDCOUNT"] for r in run_query(settings, "daily_credit_card_fraud_small_merchants")
-              .to_pylist() if r["FRAUDCOUNT"]}
-    assert result == expected
-
-
-def test_yearly_spend_of_premium_customers_in_france_equals_the_source(star):
-    settings = star["settings"]
-    expected = pg(settings, f"""
-        select extract(year from t.datetime at time zone 'UTC')::int, sum(round(t.amount * c.ratetoeur, 2))
-        from oltp.transaction t join oltp.customer k using (customerid) join oltp.currency c using (currencycode)
-        join oltp.transactionstatus s using (statusid)
-        where k.segment = 'premium' and k.country = 'FR' and {CAPTURED} group by 1 order by 1""")
-    result = run_query(settings, "yearly_spend_premium_france").to_pylist()
-    assert [(r["YEAR"], r["TOTALSPENT"]) for r in result] == [tuple(e) for e in expected]
-    assert expected[0][1] > Decimal(0)
+    expected = source_answer(settings, question)
+    assert expected, "the tiny world has an answer to every question"
+    assert warehouse_answer(settings, question) == expected
 
 
 # Keyed hashes (``*_key``) are pseudonyms, the point of silver: allowed.

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +38,8 @@ import psycopg
 import pyarrow as pa
 
 from paylake.cdc import decoding
-from paylake.errors import ContractError, PaylakeError, StoreUnavailable
+from paylake.cdc.slot import check_slot_name, default_slot, missing_slot, slot_error
+from paylake.errors import ContractError, PaylakeError
 from paylake.extract.catalog import read_pg_table
 from paylake.extract.postgres import PostgresTableSource
 from paylake.extract.run import bronze_uri, quarantine, with_load_metadata
@@ -48,8 +48,6 @@ from paylake.stores import lake, postgres
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SLOT = "paylake_cdc"
-PLUGIN = "test_decoding"
 PUBLICATION = "paylake_cdc"
 SCHEMA = "oltp"
 DECODING_OPTIONS = ("include-xids", "on", "include-timestamp", "on", "skip-empty-xacts", "on")
@@ -104,88 +102,13 @@ class CdcBatchReport:
             self.tables.setdefault(name, TableChanges(name)).absorb(table)
 
 
-# ----------------------------------------------------------------------------- the slot
-def _check_slot_name(slot: str) -> None:
-    if not re.fullmatch(r"[a-z0-9_]{1,63}", slot):
-        raise PaylakeError(f"replication slot name {slot!r} is invalid: use 1 to 63 lower-case letters, digits "
-                           "or underscores")
-
-
+# ----------------------------------------------------------------------------- sessions
 def _connect(settings: Settings) -> psycopg.Connection:
     """An autocommit session whose output settings the decoder relies on."""
     conn = postgres.connect(settings, autocommit=True)
     for name, value in SESSION_SETTINGS.items():
         conn.execute("select set_config(%s, %s, false)", (name, value))
     return conn
-
-
-def _missing_slot(slot: str) -> PaylakeError:
-    return PaylakeError(f"replication slot {slot} does not exist: run 'paylake cdc --slot {slot}' (it creates it), "
-                        "then 'paylake extract' for what came before")
-
-
-def _slot_error(exc: psycopg.Error, slot: str) -> PaylakeError:
-    """An expected PostgreSQL failure about a slot, as a message saying what to do
-    (an unexpected one is re-raised as it is)."""
-    state = exc.sqlstate or ""
-    if state == "42704":
-        return _missing_slot(slot)
-    if state == "55006":
-        return PaylakeError(f"replication slot {slot} is in use by another consumer: stop it, or use another --slot")
-    if state == "53400":
-        return StoreUnavailable(f"no free replication slot for {slot}: drop unused slots "
-                                "(select pg_drop_replication_slot(name)) or raise max_replication_slots")
-    if state == "42501":
-        return PaylakeError(f"the role of PAYLAKE_POSTGRES_DSN may not use replication slot {slot}: it needs "
-                            "the REPLICATION attribute")
-    if state == "55000":
-        return PaylakeError(f"replication slot {slot} cannot be used here ({exc.diag.message_primary}): check "
-                            "wal_level=logical, or choose another --slot (slot names are cluster-wide)")
-    raise exc
-
-
-def _slot(conn: psycopg.Connection, slot: str) -> tuple[str, str, str] | None:
-    """(plugin, database, confirmed_flush_lsn) of the slot, or None."""
-    row = conn.execute("select plugin, database, confirmed_flush_lsn::text from pg_replication_slots"
-                       " where slot_name = %s", (slot,)).fetchone()
-    return tuple(row) if row else None
-
-
-def ensure_slot(settings: Settings, slot: str = DEFAULT_SLOT) -> bool:
-    """Create the logical replication slot unless it exists (True when created).
-
-    Create it before the first ``paylake extract``: every change committed
-    after it is kept for ``drain``, so nothing falls between the two."""
-    _check_slot_name(slot)
-    with postgres.connect(settings, autocommit=True) as conn:
-        database = conn.execute("select current_database()").fetchone()[0]
-        found = _slot(conn, slot)
-        if found is None:
-            try:
-                conn.execute("select pg_create_logical_replication_slot(%s, %s)", (slot, PLUGIN))
-                log.info("created replication slot %s (%s) in %s", slot, PLUGIN, database)
-                return True
-            except psycopg.errors.DuplicateObject:  # created concurrently
-                found = _slot(conn, slot)
-            except psycopg.Error as exc:
-                raise _slot_error(exc, slot) from None
-    plugin, slot_database, _ = found
-    if plugin != PLUGIN or slot_database != database:
-        raise PaylakeError(f"replication slot {slot} exists for database {slot_database} with plugin {plugin}: "
-                           f"slot names are cluster-wide, choose another --slot (e.g. paylake_cdc_{database})")
-    return False
-
-
-def drop_slot(settings: Settings, slot: str) -> bool:
-    """Drop the slot (True when it existed). A forgotten slot holds WAL forever."""
-    with postgres.connect(settings, autocommit=True) as conn:
-        if _slot(conn, slot) is None:
-            return False
-        try:
-            conn.execute("select pg_drop_replication_slot(%s)", (slot,))
-        except psycopg.Error as exc:
-            raise _slot_error(exc, slot) from None
-        return True
 
 
 # ----------------------------------------------------------------------------- the catalog of a batch
@@ -215,7 +138,7 @@ def _peek(conn: psycopg.Connection, slot: str, upto_lsn: str | None, max_changes
                             f"%s, %s::pg_lsn, %s, {options})", (slot, upto_lsn, max_changes,
                                                                 *DECODING_OPTIONS)).fetchall()
     except psycopg.Error as exc:
-        raise _slot_error(exc, slot) from None
+        raise slot_error(exc, slot) from None
 
 
 def _lock(conn: psycopg.Connection, slot: str) -> None:
@@ -268,13 +191,14 @@ def _require_bronze(settings: Settings, batches: dict[str, decoding.TableBatch])
                            f"{settings.lake_root}: run 'paylake extract {only}' first (the slot keeps the changes)")
 
 
-def drain(settings: Settings, *, slot: str = DEFAULT_SLOT, max_changes: int = 50_000, sink: Sink | None = None,
+def drain(settings: Settings, *, slot: str | None = None, max_changes: int = 50_000, sink: Sink | None = None,
           crash_after_commit: bool = False) -> CdcBatchReport:
     """Apply the changes pending in ``slot`` to bronze, then consume them (see the module docstring).
 
     ``crash_after_commit`` (tests) fails after the Delta commits and the sink,
     before the slot advances."""
-    _check_slot_name(slot)
+    slot = slot or default_slot(settings)
+    check_slot_name(slot)
     if max_changes < 1:
         raise PaylakeError(f"--max-changes must be at least 1, not {max_changes}")
     started = time.perf_counter()
@@ -318,12 +242,13 @@ def _batches(conn: psycopg.Connection, transactions: list[decoding.Transaction])
     return decoding.build_batches(transactions, tables, roots)
 
 
-def follow(settings: Settings, *, slot: str = DEFAULT_SLOT, interval_s: float = 5.0, stop_after_s: float | None = None,
+def follow(settings: Settings, *, slot: str | None = None, interval_s: float = 5.0, stop_after_s: float | None = None,
            sink: Sink | None = None, max_changes: int = 50_000,
            on_batch: Callable[[CdcBatchReport], None] | None = None) -> CdcBatchReport:
     """Drain continuously: at once while more is pending, else every ``interval_s``
     seconds, until ``stop_after_s`` (or Ctrl-C, after the batch in flight).
     Returns the sum of every drain."""
+    slot = slot or default_slot(settings)
     total = CdcBatchReport(slot)
     started = time.monotonic()
     deadline = None if stop_after_s is None else started + stop_after_s
@@ -345,15 +270,16 @@ def follow(settings: Settings, *, slot: str = DEFAULT_SLOT, interval_s: float = 
 
 
 # ----------------------------------------------------------------------------- lag
-def lag(settings: Settings, slot: str = DEFAULT_SLOT) -> tuple[int, float]:
+def lag(settings: Settings, slot: str | None = None) -> tuple[int, float]:
     """(bytes of WAL the slot has not confirmed, seconds since the commit of the
     oldest pending transaction; 0 when nothing is pending)."""
-    _check_slot_name(slot)
+    slot = slot or default_slot(settings)
+    check_slot_name(slot)
     with _connect(settings) as conn:
         row = conn.execute("select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint"
                            " from pg_replication_slots where slot_name = %s", (slot,)).fetchone()
         if row is None:
-            raise _missing_slot(slot)
+            raise missing_slot(slot)
         bytes_behind = max(0, int(row[0] or 0))
         oldest = [data for _, _, data in _peek(conn, slot, None, 1) if data.startswith("COMMIT")]
         committed_at = decoding.commit_time(oldest[0]) if oldest else None

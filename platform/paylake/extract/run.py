@@ -14,6 +14,12 @@ Per table and run, one batch:
    Delta transaction identifier. A batch that is already committed is skipped,
    a merge that changes nothing commits nothing.
 A crash anywhere leaves the table at its previous batch; a re-run converges.
+
+Before reading PostgreSQL, the CDC replication slot of the database is created
+if missing (``cdc.slot``): deletes never show in an increment, only in the
+slot's stream, so the stream must start before the snapshot. A slot created
+while bronze tables exist (dropped, or a lake older than the slot) makes those
+tables reload in full: the changes in between are unknown.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from paylake.cdc.slot import Slot, ensure_slot
 from paylake.errors import ContractError, PaylakeError
 from paylake.extract.catalog import METADATA_FIELDS, list_pg_tables, read_pg_table
 from paylake.extract.mongo import MongoCollectionSource
@@ -50,6 +57,7 @@ class ExtractOptions:
     rows_per_task: int = 500_000
     max_tasks_per_table: int = 8
     crash_after_write: str | None = None  # tests: fail after the data write, before the commit of this table
+    capture_changes: bool = True  # create the CDC slot (if missing) before reading PostgreSQL
 
 
 @dataclass
@@ -68,6 +76,7 @@ class TableReport:
 class ExtractReport:
     tables: list[TableReport] = field(default_factory=list)
     seconds: float = 0.0
+    slot: Slot | None = None  # the CDC slot of the PostgreSQL sources (None: not asked for)
 
     @property
     def rows_read(self) -> int:
@@ -152,12 +161,20 @@ def extract(settings: Settings, *, only: list[str] | None = None, options: Extra
     extracted_at = dt.datetime.now(dt.UTC)
     plans = []
     chosen = sources(settings, only)
+    slot = None
+    if options.capture_changes and any(s.kind == "postgres" for s in chosen):
+        slot = ensure_slot(settings)  # before any read: nothing committed from now on can be missed
+        if slot.created:
+            log.info("replication slot %s created at %s: existing postgres bronze tables are reloaded in full",
+                     slot.name, slot.consistent_lsn)
     with postgres.connect(settings) as conn, mongo.client(settings) as client:
         db = mongo.database(client, settings)
         for source in chosen:
             uri = bronze_uri(settings, source)
             state = lake.delta_state(settings, uri, APP_ID)
-            incremental = state.exists and not options.full
+            # a new slot: the deletes before it are unknown to bronze, so take the table whole
+            incremental = state.exists and not options.full and not (
+                source.kind == "postgres" and slot is not None and slot.created)
             since = None
             if incremental and state.state.get("cursor"):
                 since = dt.datetime.fromisoformat(state.state["cursor"]) - options.overlap
@@ -183,7 +200,7 @@ def extract(settings: Settings, *, only: list[str] | None = None, options: Extra
         source, _, _, _, tasks = plans[index]
         tick(f"{source.kind}.{source.name}", len(results[index]), len(tasks))
 
-    report = ExtractReport()
+    report = ExtractReport(slot=slot)
     for index, (source, uri, state, incremental, tasks) in enumerate(plans):
         begin = time.perf_counter()
         table = finish_table(settings, source, uri, state, incremental, results.get(index, []), options,

@@ -2,18 +2,27 @@
 computed on both sides (SQL / aggregation pipeline in the source, Arrow
 compute on the Delta table), type-aware so that representations never matter:
 sums of numbers, of epoch microseconds, of byte lengths, counts of true and
-of nulls."""
+of nulls.
+
+Bronze holds the source minus the records quarantined for breaking their
+contract: those (still absent from bronze) are left out of the source side and
+counted in the result, so a bad record never reads as a difference. Bad data in
+the source never makes verify fail with a traceback: the aggregations convert
+defensively, and a store error becomes the table's result."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
 
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+from bson import json_util
+from pymongo.errors import PyMongoError
 
 from paylake.extract.mongo import MongoCollectionSource
-from paylake.extract.run import bronze_uri, sources
+from paylake.extract.run import bronze_uri, quarantine_uri, sources
 from paylake.settings import Settings
 from paylake.stores import lake, mongo, postgres
 
@@ -21,10 +30,11 @@ from paylake.stores import lake, mongo, postgres
 @dataclass(frozen=True)
 class VerifyResult:
     table: str
-    source_rows: int
+    source_rows: int  # every row of the source, quarantined ones included
     bronze_rows: int
     columns: int
     result: str  # "equal" or what differs
+    quarantined: int = 0  # source rows in quarantine and not in bronze: left out of the comparison
 
 
 def arrow_checksum(column: pa.ChunkedArray) -> tuple:
@@ -88,22 +98,50 @@ def verify_bronze(settings: Settings, only: list[str] | None = None) -> list[Ver
             results.append(VerifyResult(f"{source.kind}.{source.name}", -1, 0, 0, "no bronze table"))
             continue
         bronze = lake.read_table(settings, uri)
-        if isinstance(source, MongoCollectionSource):
-            results.append(_verify_mongo(settings, source, bronze))
-        else:
-            results.append(_verify_postgres(settings, source, bronze))
+        table = f"{source.kind}.{source.name}"
+        try:
+            if isinstance(source, MongoCollectionSource):
+                results.append(_verify_mongo(settings, source, bronze))
+            else:
+                results.append(_verify_postgres(settings, source, bronze))
+        except (PyMongoError, psycopg.Error) as exc:  # the source refused the checksum query
+            reason = str(exc).splitlines()[0][:200]
+            results.append(VerifyResult(table, -1, bronze.num_rows, 0, f"source checksum failed: {reason}"))
     return results
+
+
+def quarantined_records(settings: Settings, source, bronze: pa.Table) -> list[tuple[str, str]]:
+    """(key as text, raw record) of the source's quarantined records that are not
+    in bronze (a record fixed at the source and extracted since is in both)."""
+    uri = quarantine_uri(settings, source)
+    if not lake.table_exists(settings, uri):
+        return []
+    keys = lake.read_table(settings, uri, columns=["key", "raw"])
+    present = set(pc.cast(bronze[source.keys[0]], pa.string()).to_pylist()) if len(source.keys) == 1 else set()
+    seen, kept = set(), []
+    for key, raw in zip(keys["key"].to_pylist(), keys["raw"].to_pylist()):
+        if key not in present and key not in seen:
+            seen.add(key)
+            kept.append((key, raw))
+    return kept
 
 
 def _verify_postgres(settings: Settings, source, bronze: pa.Table) -> VerifyResult:
     types = {c[0]: c[1] for c in source.table.columns}
     columns = source.table.extracted_columns
     aggregates = ", ".join(f"count(*) - count({c}), {postgres_checksum_sql(c, types[c])}" for c in columns)
+    where, params = "", []
+    if len(source.keys) == 1:  # composite keys: the database's constraints leave nothing to quarantine
+        keys = [key for key, _ in quarantined_records(settings, source, bronze)]
+        if keys:
+            where, params = f" where {source.keys[0]}::text <> all(%s)", [keys]
     with postgres.connect(settings) as conn:
-        row = conn.execute(f"select count(*), {aggregates} from {source.table.qualified}").fetchone()
+        (total,) = conn.execute(f"select count(*) from {source.table.qualified}").fetchone()
+        row = conn.execute(f"select count(*), {aggregates} from {source.table.qualified}{where}", params).fetchone()
+    excluded = total - row[0]
     expected = {c: (row[1 + 2 * i], _normal(row[2 + 2 * i])) for i, c in enumerate(columns)}
     actual = {c: arrow_checksum(bronze[c]) for c in columns}
-    return _compare(f"postgres.{source.name}", row[0], bronze.num_rows, expected, actual)
+    return _compare(f"postgres.{source.name}", total, bronze.num_rows, expected, actual, excluded)
 
 
 def _verify_mongo(settings: Settings, source: MongoCollectionSource, bronze: pa.Table) -> VerifyResult:
@@ -115,12 +153,16 @@ def _verify_mongo(settings: Settings, source: MongoCollectionSource, bronze: pa.
         if pa.types.is_string(f.type):
             group[f"c{i}"] = {"$sum": {"$cond": [{"$eq": [{"$type": f"${f.name}"}, "string"]},
                                                  {"$strLenBytes": f"${f.name}"}, 0]}}
-        elif pa.types.is_timestamp(f.type):
-            group[f"c{i}"] = {"$sum": {"$toLong": f"${f.name}"}}
+        elif pa.types.is_timestamp(f.type):  # dates only: a string is no date, whatever it says
+            group[f"c{i}"] = {"$sum": {"$cond": [{"$eq": [{"$type": f"${f.name}"}, "date"]},
+                                                 {"$toLong": f"${f.name}"}, 0]}}
         else:
             group[f"c{i}"] = {"$sum": f"${f.name}"}
+    excluded_ids = [json_util.loads(raw)["_id"] for _, raw in quarantined_records(settings, source, bronze)]
+    stages: list[dict] = [{"$match": {"_id": {"$nin": excluded_ids}}}] if excluded_ids else []
     with mongo.client(settings) as client:
-        found = list(mongo.database(client, settings)[source.collection].aggregate([{"$group": group}]))
+        collection = mongo.database(client, settings)[source.collection]
+        found = list(collection.aggregate([*stages, {"$group": group}]))
     totals = found[0] if found else {"rows": 0}
     expected, actual = {}, {}
     for i, f in enumerate(scalars):
@@ -131,15 +173,18 @@ def _verify_mongo(settings: Settings, source: MongoCollectionSource, bronze: pa.
             expected[f.name], actual[f.name] = _normal(value * 1000), _normal(mine)  # ms in BSON, us in the lake
         else:
             expected[f.name], actual[f.name] = _normal(value), arrow_checksum(column)[1]
-    return _compare(f"mongo.{source.name}", totals.get("rows", 0), bronze.num_rows, expected, actual)
+    rows = totals.get("rows", 0)
+    return _compare(f"mongo.{source.name}", rows + len(excluded_ids) if excluded_ids else rows, bronze.num_rows,
+                    expected, actual, len(excluded_ids))
 
 
-def _compare(table: str, source_rows: int, bronze_rows: int, expected: dict, actual: dict) -> VerifyResult:
+def _compare(table: str, source_rows: int, bronze_rows: int, expected: dict, actual: dict,
+             quarantined: int = 0) -> VerifyResult:
     differing = [c for c in expected if expected[c] != actual[c]]
-    if source_rows != bronze_rows:
-        result = f"row count differs ({source_rows:,} vs {bronze_rows:,})"
+    if source_rows - quarantined != bronze_rows:
+        result = f"row count differs ({source_rows - quarantined:,} expected vs {bronze_rows:,})"
     elif differing:
         result = "checksum differs: " + ", ".join(differing)
     else:
         result = "equal"
-    return VerifyResult(table, source_rows, bronze_rows, len(expected), result)
+    return VerifyResult(table, source_rows, bronze_rows, len(expected), result, quarantined)

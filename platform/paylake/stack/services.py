@@ -238,7 +238,7 @@ POSTGRES_CONF = """
 # --- paylake local stack ---
 wal_level = logical
 max_wal_senders = 10
-max_replication_slots = 10
+max_replication_slots = 32
 max_connections = 200
 shared_buffers = 256MB
 fsync = off

@@ -279,11 +279,12 @@ def table_version(settings: Settings, uri: str) -> int | None:
     return DeltaTable(uri, storage_options=options).version()
 
 
-def dataset(settings: Settings, uri: str):
-    """The table as a pyarrow dataset (lazy: DuckDB and Arrow scan only what they need)."""
+def dataset(settings: Settings, uri: str, version: int | None = None):
+    """The table (as of ``version``, default the latest) as a pyarrow dataset
+    (lazy: DuckDB and Arrow scan only what they need)."""
     from deltalake import DeltaTable
 
-    return DeltaTable(uri, storage_options=storage_options(settings)).to_pyarrow_dataset()
+    return DeltaTable(uri, version=version, storage_options=storage_options(settings)).to_pyarrow_dataset()
 
 
 def commit_states(settings: Settings, uri: str, app_id: str, after_version: int) -> list[dict] | None:

@@ -3,15 +3,23 @@ the Snowflake DDL (``sql/snowflake/``, read by ``warehouse.star_ddl``).
 
 Dimensions are small and rebuilt whole (``DIM_Customer`` is slowly changing,
 type 2: a change of segment or country closes the current version and opens a
-new one). Facts are aggregated by Ray tasks, each over a slice of dates with
-DuckDB, and only for the dates touched by new data since the last build: their
-rows are replaced atomically (one Delta commit per fact table, replaceWhere on
-``DateKey``). The silver cursor and the dates replaced are kept in the commit.
+new one; a member deleted at the source leaves the dimension, and the load
+removes it from Snowflake once no fact refers to it). Facts are aggregated by
+Ray tasks, each over a slice of dates with DuckDB, and only for the dates a
+change touched since the last build, before and after: the transactions as the
+last build read them (Delta time travel to the silver and ``DIM_Customer``
+versions recorded in its commit) are compared with the current ones, and every
+date of a row that appeared, vanished or changed is rebuilt, so a deleted sale
+or one moved to another day leaves its old date too. Those dates' rows are
+replaced atomically (one Delta commit per fact table, replaceWhere on
+``DateKey``; a date left without rows is emptied). The input versions and the
+dates replaced are kept in the commit, for the next build and for the load.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from dataclasses import dataclass
 
@@ -22,6 +30,8 @@ from paylake.settings import Settings
 from paylake.stores import lake
 from paylake.transform.silver import entity_uri
 from paylake.warehouse.star_ddl import conform
+
+log = logging.getLogger(__name__)
 
 APP_ID = "paylake.gold"
 OPEN_END = dt.datetime(9999, 12, 31)
@@ -172,20 +182,59 @@ def _aggregate(settings: Settings, dates: list[dt.date], dim_customer: pa.Table)
         con.close()
 
 
-def touched_dates(settings: Settings, since: str | None) -> tuple[list[dt.date], str | None]:
-    """Dates of silver transactions changed after ``since`` (all dates when None), and the new cursor."""
-    import duckdb
+# What one transaction contributes to the facts. Two versions of these rows (the
+# inputs of the last build and the current ones) differ exactly on the dates
+# whose fact rows may change: a deleted row marks its old date, a row moved to
+# another date (or merchant, status, payment method, customer version) marks
+# both its old and its new date, a new row its date.
+FACT_ROWS_SQL = """
+    select t.transactionid, t.transaction_date, t.datetime, t.customerid, c.CustomerKey, t.merchantid,
+           t.locationid, t.productid, p.display_name, p.type, t.amount_eur, t.tax_eur, t.fee_eur, t.status,
+           t.is_fraud, t.is_refunded
+    from {txn} t left join {payment_method} p using (paymentmethodid)
+    left join {dim_customer} c on c.CustomerID = t.customerid and t.datetime >= c.ValidFrom
+                                  and t.datetime < c.ValidTo"""
+FACT_INPUTS = ("transaction", "payment_method")
 
-    con = duckdb.connect()
+
+def fact_inputs(settings: Settings) -> dict:
+    """The versions the facts are built from: the silver inputs and gold ``DIM_Customer``."""
+    return {"silver": {name: lake.table_version(settings, entity_uri(settings, name)) for name in FACT_INPUTS},
+            "dim_customer": lake.table_version(settings, gold_uri(settings, "DIM_Customer"))}
+
+
+def touched_dates(settings: Settings, previous: dict | None, dim_customer: pa.Table) -> tuple[list[dt.date], bool]:
+    """The dates whose fact rows may differ from the build that read ``previous``
+    (the inputs recorded in the facts' last commit), and whether that is every
+    date (first build, or the previous inputs can no longer be read: their
+    files were vacuumed). ``dim_customer`` is the dimension the facts will join."""
+    con = _duckdb(settings, {"txn": entity_uri(settings, "transaction"),
+                             "payment_method": entity_uri(settings, "payment_method")})
     try:
-        con.execute("set TimeZone = 'UTC'")
-        con.register("txn", lake.dataset(settings, entity_uri(settings, "transaction")))
-        where = "where updatedat > ?::timestamptz" if since else ""
-        params = [since] if since else []
-        dates = [r[0] for r in con.execute(f"select distinct transaction_date from txn {where} order by 1",
-                                           params).fetchall()]
-        (cursor,) = con.execute("select max(updatedat) from txn").fetchone()
-        return dates, cursor.isoformat() if cursor else since
+        con.register("dim_customer", dim_customer)
+        everything = "select distinct transaction_date from txn where transaction_date is not null order by 1"
+        if not previous or not previous.get("silver") or previous.get("dim_customer") is None:
+            return [r[0] for r in con.execute(everything).fetchall()], True
+        try:
+            con.register("txn_old", lake.dataset(settings, entity_uri(settings, "transaction"),
+                                                 previous["silver"]["transaction"]))
+            con.register("payment_method_old", lake.dataset(settings, entity_uri(settings, "payment_method"),
+                                                            previous["silver"]["payment_method"]))
+            con.register("dim_customer_old", lake.dataset(settings, gold_uri(settings, "DIM_Customer"),
+                                                          previous["dim_customer"]))
+            con.execute("create temp table old_rows as " + FACT_ROWS_SQL.format(
+                txn="txn_old", payment_method="payment_method_old", dim_customer="dim_customer_old"))
+        except Exception as exc:  # noqa: BLE001 - any unreadable old version means: rebuild all
+            log.warning("gold: the inputs of the last fact build cannot be read (%s): rebuilding every date", exc)
+            return [r[0] for r in con.execute(everything).fetchall()], True
+        con.execute("create temp table new_rows as " + FACT_ROWS_SQL.format(
+            txn="txn", payment_method="payment_method", dim_customer="dim_customer"))
+        dates = con.execute("""
+            select distinct transaction_date from (
+                (select * from old_rows except select * from new_rows)
+                union all (select * from new_rows except select * from old_rows))
+            where transaction_date is not null order by 1""").fetchall()
+        return [r[0] for r in dates], False
     finally:
         con.close()
 
@@ -222,23 +271,24 @@ def build_star(settings: Settings, *, parallelism: int = 4) -> list[GoldReport]:
         uri = gold_uri(settings, table)
         return not lake.table_exists(settings, uri) or not lake.read_table(settings, uri).equals(data)
 
-    begin = time.perf_counter()
-    fact_state = lake.delta_state(settings, gold_uri(settings, "FACT_Revenue"), APP_ID)
-    since = fact_state.state.get("cursor") if fact_state.exists else None
-    dates, cursor = touched_dates(settings, since)
+    # the facts commit in FACT_SQL order: the last one's inputs are those of a complete build
+    fact_state = lake.delta_state(settings, gold_uri(settings, list(FACT_SQL)[-1]), APP_ID)
     first, last = _date_span(settings)
     dim_date = build_dim_date(first, last)
     for name, data in [("DIM_Date", dim_date)] + [(n, build_dimension(settings, n)) for n in DIMENSION_SQL]:
         begin = time.perf_counter()
-        done = changed(name, data) and commit(name, data, {"cursor": cursor})
+        done = changed(name, data) and commit(name, data, {})
         reports.append(GoldReport(name, data.num_rows, "rebuilt" if done else "unchanged",
                                   time.perf_counter() - begin))
     begin = time.perf_counter()
     dim_customer, versions = build_dim_customer(settings, now)
-    done = changed("DIM_Customer", dim_customer) and commit("DIM_Customer", dim_customer, {"cursor": cursor})
+    done = changed("DIM_Customer", dim_customer) and commit("DIM_Customer", dim_customer, {})
     reports.append(GoldReport("DIM_Customer", dim_customer.num_rows,
                               f"rebuilt ({versions} SCD2 change(s))" if done else "unchanged",
                               time.perf_counter() - begin))
+    dates, full = touched_dates(settings, fact_state.state.get("inputs") if fact_state.exists else None,
+                                dim_customer)
+    inputs = fact_inputs(settings)
 
     begin = time.perf_counter()
     dim_ref = ray.put(dim_customer)
@@ -252,15 +302,14 @@ def build_star(settings: Settings, *, parallelism: int = 4) -> list[GoldReport]:
         parts = [p[fact] for p in slices if p[fact].num_rows]
         data = conform(fact, pa.concat_tables(parts) if parts else pa.table({}))
         keys = ", ".join(str(int(d.strftime("%Y%m%d"))) for d in dates)
-        full = not lake.table_exists(settings, gold_uri(settings, fact)) or since is None
-        commit(fact, data, {"cursor": cursor, "dates": [int(d.strftime("%Y%m%d")) for d in dates]},
+        full = full or not lake.table_exists(settings, gold_uri(settings, fact))
+        commit(fact, data, {"inputs": inputs, "dates": [int(d.strftime("%Y%m%d")) for d in dates]},
                predicate=None if full else f"DateKey in ({keys})")
         reports.append(GoldReport(fact, data.num_rows, "rebuilt" if full else f"replaced {len(dates)} date(s)",
                                   time.perf_counter() - begin))
     begin = time.perf_counter()
     compliance = _compliance(settings)
-    done = changed("FACT_ComplianceAudit", compliance) and commit("FACT_ComplianceAudit", compliance,
-                                                                  {"cursor": cursor})
+    done = changed("FACT_ComplianceAudit", compliance) and commit("FACT_ComplianceAudit", compliance, {})
     reports.append(GoldReport("FACT_ComplianceAudit", compliance.num_rows, "rebuilt" if done else "unchanged",
                               time.perf_counter() - begin))
     return reports

@@ -6,13 +6,17 @@ A table whose version did not move is skipped. A fact table whose newer gold
 commits all name the dates they replaced is loaded for those dates only
 (PUT + COPY INTO staging + MERGE, and the rows of those dates that vanished
 are deleted in the same transaction); otherwise the whole table is loaded.
-Every load is reconciled (row count and numeric sums) before its state is
+Dimensions are loaded first (upserts), facts next, and only then are the
+dimension members that vanished from gold (deleted at the source) removed, so
+no fact ever refers to a missing member; a dimension is reconciled and recorded
+after that prune. Every load is reconciled (row count and numeric sums) before its state is
 recorded, so a failed or interrupted load is simply run again; the MERGE makes
 a repeated load change nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ from paylake.stores import snowflake as snowflake_store
 from paylake.transform.star import APP_ID as GOLD_APP_ID
 from paylake.transform.star import gold_uri
 from paylake.warehouse import star_ddl
-from paylake.warehouse.snowflake import apply_ddl, load_table, qualified, reconcile, schema_name
+from paylake.warehouse.snowflake import apply_ddl, load_table, prune_table, qualified, reconcile, schema_name
 
 STATE_TABLE = "PAYLAKE_LOAD_STATE"
 
@@ -63,12 +67,16 @@ def _record(settings: Settings, table: str, version: int, load_id: str) -> None:
 
 
 def load_star(settings: Settings, *, progress=lambda message: None) -> list[TableLoad]:
-    """Load every gold table that changed since its last load."""
+    """Load every gold table that changed since its last load: dimensions
+    (upserts), then facts, then the dimension members deleted at the source are
+    removed (no fact refers to them any more) and the dimensions reconciled."""
     apply_ddl(settings)
     loaded = _loaded_versions(settings)
     load_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + str(time.time_ns() % 10**6)
-    results = []
-    for table in star_ddl.table_names():
+    results: dict[str, TableLoad] = {}
+    pruning: list[tuple[str, int, pa.Table, TableLoad]] = []
+    tables = star_ddl.table_names()
+    for table in [t for t in tables if not t.startswith("FACT_")] + [t for t in tables if t.startswith("FACT_")]:
         begin = time.perf_counter()
         uri = gold_uri(settings, table)
         version = lake.table_version(settings, uri)
@@ -77,22 +85,34 @@ def load_star(settings: Settings, *, progress=lambda message: None) -> list[Tabl
 
             raise PaylakeError(f"gold table {table} does not exist: run 'paylake build-star' first")
         if loaded.get(table.upper()) == version:
-            results.append(TableLoad(table, "unchanged", 0, 0, 0, 0, 0.0))
+            results[table] = TableLoad(table, "unchanged", 0, 0, 0, 0, 0.0)
             continue
         progress(f"loading {table}")
         data = lake.read_table(settings, uri)
+        fact = table.startswith("FACT_")
         dates = _replaced_dates(settings, table, uri, loaded.get(table.upper()))
         if dates is not None:
             data = data.filter(pc.is_in(data["DateKey"], value_set=pa.array(dates, pa.int64())))
-        elif "DateKey" in data.column_names and table.startswith("FACT_"):
+        elif "DateKey" in data.column_names and fact:
             dates = sorted(set(data["DateKey"].to_pylist()) | _target_dates(settings, table))
-        result = load_table(settings, table, data, load_id=load_id, replace_dates=dates)
+        result = load_table(settings, table, data, load_id=load_id, replace_dates=dates if fact else None)
+        state = "loaded" if dates is None or not fact else f"loaded {len(dates)} date(s)"
+        done = TableLoad(table, state, data.num_rows, result.inserted, result.updated, result.deleted,
+                         time.perf_counter() - begin)
+        if not fact:  # reconciled and recorded once its vanished members are gone
+            pruning.append((table, version, data, done))
+            continue
         reconcile(settings, table, data, replace_dates=dates)
         _record(settings, table.upper(), version, load_id)
-        state = "loaded" if dates is None or not table.startswith("FACT_") else f"loaded {len(dates)} date(s)"
-        results.append(TableLoad(table, state, data.num_rows, result.inserted, result.updated, result.deleted,
-                                 time.perf_counter() - begin))
-    return results
+        results[table] = done
+    for table, version, data, done in reversed(pruning):  # DDL order reversed: referring dimensions first
+        begin = time.perf_counter()
+        deleted = prune_table(settings, table, data)
+        reconcile(settings, table, data)
+        _record(settings, table.upper(), version, load_id)
+        results[table] = dataclasses.replace(done, deleted=done.deleted + deleted,
+                                             seconds=done.seconds + time.perf_counter() - begin)
+    return [results[t] for t in tables]
 
 
 def _replaced_dates(settings: Settings, table: str, uri: str, loaded_version: int | None) -> list[int] | None:

@@ -41,6 +41,7 @@ the checks above run before the MERGE rather than letting a statement fail.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import tempfile
@@ -135,6 +136,29 @@ def delete_replaced_sql(table: star_ddl.StarTable, target: str, staging: str, da
     dates = ", ".join(str(int(d)) for d in date_keys)
     return (f"delete from {target} where {DATE_KEY} in ({dates}) "
             f"and not exists (select 1 from {staging} s where {match})")
+
+
+def delete_missing_sql(table: star_ddl.StarTable, target: str, staging: str) -> str:
+    """DELETE of the target rows whose primary key is not in ``staging`` (a whole-table load)."""
+    name = target.split(".")[-1]
+    match = " and ".join(f"s.{k} = {name}.{k}" for k in table.primary_key)
+    return f"delete from {target} where not exists (select 1 from {staging} s where {match})"
+
+
+def referencing_sql(table: star_ddl.StarTable, schema: str, staging: str) -> str | None:
+    """One query counting the rows of other star tables that refer to a row of
+    ``table`` whose key is not in ``staging`` (what a prune would orphan)."""
+    counts = []
+    for other in star_ddl.star_tables().values():
+        for fk in other.foreign_keys:
+            if fk.table.upper() != table.name.upper():
+                continue
+            refers = " and ".join(f"d.{r} = f.{c}" for c, r in zip(fk.columns, fk.references))
+            kept = " and ".join(f"s.{r} = f.{c}" for c, r in zip(fk.columns, fk.references))
+            counts.append(f"(select count(*) from {schema}.{other.name.upper()} f where exists (select 1 from "
+                          f"{schema}.{table.name.upper()} d where {refers}) and not exists (select 1 from "
+                          f"{staging} s where {kept}))")
+    return ("select " + " + ".join(counts)) if counts else None
 
 
 def integrity_sql(table: star_ddl.StarTable, schema: str, staging: str) -> tuple[str, list[str]] | None:
@@ -294,10 +318,7 @@ def load_table(settings: Settings, table_name: str, data: pa.Table, *, load_id: 
     _check_unique(table, data)
     schema, target = schema_name(settings), qualified(settings, table.name)
     staging = f"{target}{STAGING_SUFFIX}"
-    with snowflake_store.connect(settings) as conn:
-        cursor = conn.cursor()
-        _use_schema(cursor, settings)
-        conn.autocommit(False)
+    with _session(settings) as (conn, cursor):
         _run(cursor, f"create stage if not exists {schema}.{STAGE_NAME}", what=f"create stage {STAGE_NAME}")
         _run(cursor, f"create or replace table {staging} like {target}", what=f"create {staging}")
         staged = _stage(cursor, settings, table, data, staging, load_id)
@@ -350,27 +371,71 @@ def _check_integrity(cursor, table: star_ddl.StarTable, schema: str, staging: st
                             "and keep surrogate keys stable; the target is unchanged")
 
 
-def _merge(cursor, conn, table: star_ddl.StarTable, target: str, staging: str,
-           replace_dates: Sequence[int] | None) -> tuple[int, int, int]:
-    """MERGE (and the DELETE of replaced dates) in one transaction; returns (inserted, updated, deleted)."""
-    _run(cursor, "begin", what=f"begin the load of {target}")
+@contextlib.contextmanager
+def _session(settings: Settings):
+    """A cursor in the star's schema, AUTOCOMMIT off (see the module docstring)."""
+    with snowflake_store.connect(settings) as conn:
+        cursor = conn.cursor()
+        _use_schema(cursor, settings)
+        conn.autocommit(False)
+        yield conn, cursor
+
+
+@contextlib.contextmanager
+def _transaction(cursor, conn, what: str):
+    """BEGIN … COMMIT around the block, ROLLBACK when it fails."""
+    _run(cursor, "begin", what=f"begin {what}")
     try:
-        (row,) = _run(cursor, merge_sql(table, target, staging), what=f"MERGE {staging} into {target}")
-        counts = _named_row(cursor, row)
-        deleted = 0
-        if replace_dates:
-            _run(cursor, delete_replaced_sql(table, target, staging, replace_dates),
-                 what=f"delete the replaced dates of {target}")
-            deleted = cursor.rowcount or 0
-        _run(cursor, "commit", what=f"commit the load of {target}")
+        yield
+        _run(cursor, "commit", what=f"commit {what}")
     except BaseException:
         try:
             conn.rollback()
         except SnowflakeError:
-            log.warning("rollback of the load of %s failed; Snowflake rolls back when the session ends", target)
+            log.warning("rollback of %s failed; Snowflake rolls back when the session ends", what)
         raise
+
+
+def _merge(cursor, conn, table: star_ddl.StarTable, target: str, staging: str,
+           replace_dates: Sequence[int] | None) -> tuple[int, int, int]:
+    """MERGE (and the DELETE of replaced dates) in one transaction; returns (inserted, updated, deleted)."""
+    deleted = 0
+    with _transaction(cursor, conn, f"the load of {target}"):
+        (row,) = _run(cursor, merge_sql(table, target, staging), what=f"MERGE {staging} into {target}")
+        counts = _named_row(cursor, row)
+        if replace_dates:
+            _run(cursor, delete_replaced_sql(table, target, staging, replace_dates),
+                 what=f"delete the replaced dates of {target}")
+            deleted = cursor.rowcount or 0
     return (int(counts.get("number of rows inserted") or 0), int(counts.get("number of rows updated") or 0),
             int(deleted))
+
+
+def prune_table(settings: Settings, table_name: str, data: pa.Table) -> int:
+    """Delete the rows of ``table_name`` whose primary key is not in ``data``
+    (members deleted at the source), after ``load_table`` staged ``data`` and
+    the facts were loaded: a member some fact still refers to is refused with
+    the count. One transaction; returns the rows deleted."""
+    table = star_ddl.star_table(table_name)
+    schema, target = schema_name(settings), qualified(settings, table.name)
+    staging = f"{target}{STAGING_SUFFIX}"
+    with _session(settings) as (conn, cursor):
+        (staged,) = _run(cursor, f"select count(*) from {staging}", what=f"count {staging}")
+        if int(staged[0]) != data.num_rows:
+            raise WarehouseError(f"{staging} holds {staged[0]} row(s), not the {data.num_rows} of this load "
+                                 f"(another loader ran?): the target is unchanged; re-run the load")
+        query = referencing_sql(table, schema, staging)
+        if query is not None:
+            ((orphans,),) = _run(cursor, query, what=f"count the facts referring to vanished {table.name} rows")
+            if orphans:
+                raise ContractError(f"{table.name}: {orphans} fact row(s) still refer to members deleted at the "
+                                    "source: rebuild the facts ('paylake build-star') and load again")
+        with _transaction(cursor, conn, f"the prune of {target}"):
+            _run(cursor, delete_missing_sql(table, target, staging), what=f"delete the vanished rows of {target}")
+            deleted = int(cursor.rowcount or 0)
+    if deleted:
+        log.info("pruned %s: %d row(s) deleted at the source", target, deleted)
+    return deleted
 
 
 # ----------------------------------------------------------------------------- reconcile
