@@ -5,7 +5,9 @@ and two plain ways of reading the same rows, all in one run.
 
 PostgreSQL: the same ``oltp.Transaction`` (≥ 2 M rows, ``bench`` scale) read by
 - paylake: ``extract(only=["postgres.transaction"], full=True)`` into a Delta
-  table on a local lake root and on the S3 lake root;
+  table on a local lake root, on the S3 lake root (the stack's disk-backed
+  localbucket server) and on an in-memory moto S3 server started for the run
+  (the stack's S3 server before localbucket: what durability costs);
 - (a) ``psql \\copy (select * ...) to /dev/null (format binary)``: one
   connection, no client work at all: what the server can send;
 - (b) Ray Data ``read_sql`` (psycopg) + ``Dataset.write_delta`` (local): the
@@ -20,11 +22,14 @@ Runs in a database of its own (``paylake_bench``) on the local stack
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 
@@ -183,6 +188,34 @@ def in_fresh_root(settings: Settings, make_root: Callable[[], str], measure: Cal
         drop_root(settings, root)
 
 
+@contextlib.contextmanager
+def moto_lake(settings: Settings):
+    """Settings whose lake is a bucket of an in-memory moto server started for this run."""
+    from paylake.stack.process import free_port, wait_until
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(endpoint + "/moto-api/", timeout=2):  # noqa: S310 - loopback
+                    return True
+            except OSError:
+                return False
+
+        if not wait_until(answers, deadline_s=30, alive=lambda: server.poll() is None):
+            raise SystemExit("moto server did not start (is moto[server] installed? make setup)")
+        on = settings.model_copy(update={"s3_endpoint_url": endpoint, "lake_root": "s3://moto-bench/lake"})
+        lake.s3_client(on).create_bucket(Bucket="moto-bench")
+        yield on
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 # ----------------------------------------------------------------------------- report
 def rows_of(results: list[Result], baseline: Result) -> list[tuple]:
     return [(r.what, r.rows, r.seconds, f"{r.rate:,.0f}", f"{r.rate / baseline.rate:.2f}x") for r in results]
@@ -211,7 +244,12 @@ def main() -> None:
     local = best_of(args.runs, lambda: in_fresh_root(
         settings, local_root, lambda root: paylake_postgres(settings, root, "local lake")))
     s3 = best_of(args.runs, lambda: in_fresh_root(
-        settings, lambda: s3_root(settings), lambda root: paylake_postgres(settings, root, "S3 lake")))
+        settings, lambda: s3_root(settings), lambda root: paylake_postgres(settings, root,
+                                                                           "S3 lake, localbucket on disk")))
+    with moto_lake(settings) as on_moto:
+        moto = best_of(args.runs, lambda: in_fresh_root(
+            on_moto, lambda: s3_root(on_moto), lambda root: paylake_postgres(on_moto, root,
+                                                                            "S3 lake, moto in memory")))
     b = best_of(args.runs, lambda: ray_data_read_sql(settings))
     c = best_of(args.runs, lambda: psycopg_row_loop(settings))
     console.print(f"measuring (MongoDB {COLLECTION})")
@@ -221,14 +259,15 @@ def main() -> None:
 
     columns = ["what", "rows", "seconds", "rows/s", "ratio to (a)"]
     console.print(summary_table(f"bench/extract.py — PostgreSQL oltp.Transaction, {a.rows:,} rows "
-                                f"(best of {args.runs})", columns, rows_of([local, s3, a, b, c], a)))
+                                f"(best of {args.runs})", columns, rows_of([local, s3, moto, a, b, c], a)))
     console.print(f"target: ≥ {TARGET_VS_A}x of (a), ≥ {TARGET_VS_B:g}x of (b)")
     for result in (local, s3):
         console.print("  " + verdict(result, a, b))
+    console.print(f"  durable S3 lake (localbucket) vs in-memory moto: {s3.rate / moto.rate:.2f}x")
     console.print(summary_table(f"bench/extract.py — MongoDB {COLLECTION} (nested), {scan.rows:,} documents "
                                 f"(best of {args.runs})", ["what", "rows", "seconds", "rows/s", "ratio to scan"],
                                 rows_of([nested, scan], scan)))
-    for r in (local, s3, b, c, nested):
+    for r in (local, s3, moto, b, c, nested):
         expected = scan.rows if r is nested else a.rows
         if r.rows != expected:
             console.print(f"[red]{r.what} moved {r.rows:,} rows, expected {expected:,}[/]")

@@ -82,11 +82,15 @@ def stack_status(state_dir: StateDir = None) -> None:
 
 @stack_app.command("down")
 @expected_failures
-def stack_down(state_dir: StateDir = None) -> None:
-    """Stop every server the local stack started, and nothing else (state is kept)."""
+def stack_down(
+    state_dir: StateDir = None,
+    service: Annotated[list[str] | None, typer.Option("--service", "-s", help="Only this service "
+                       "(repeatable): postgres, mongo, s3, snowflake, mlflow, ray.")] = None,
+) -> None:
+    """Stop every server the local stack started (or only those named), and nothing else (data is kept)."""
     from paylake.stack import LocalStack
 
-    stopped = LocalStack(state_dir).down()
+    stopped = LocalStack(state_dir).down(service)
     names = ", ".join(s.name for s in stopped) or "nothing was running"
     console.print(f"stopped: {names}")
 

@@ -178,3 +178,15 @@ def test_dimension_members_deleted_at_the_source_leave_snowflake(spine):
         assert run["loads"][f"DIM_{dim.title()}"].deleted == 1
     assert {r.state for r in cdc_build_load(spine)["loads"].values()} == {"unchanged"}, "later loads converge"
     assert answers_differ(spine) == {}
+
+
+def test_business_answers_and_load_state_survive_a_warehouse_restart(spine, local_stack):
+    answers = {name: warehouse_answer(spine, name) for name in
+               ("monthly_tax_retail_france", "daily_credit_card_fraud_small_merchants", "yearly_spend_premium_france")}
+
+    local_stack.down(["snowflake"])
+    local_stack.up(["snowflake"])
+
+    assert {name: warehouse_answer(spine, name) for name in answers} == answers
+    assert answers_differ(spine) == {}
+    assert {r.state for r in load_star(spine)} == {"unchanged"}, "the load state survived with the data"

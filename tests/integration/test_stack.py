@@ -172,3 +172,35 @@ def test_a_server_that_dies_at_start_names_its_log_and_nothing_is_left_running(t
     assert message.startswith("postgres: server exited with code")
     assert str(stack.state_dir / "logs" / "postgres.log") in message
     assert stack.pids() == []
+
+
+def test_the_lake_and_the_warehouse_survive_a_restart(local_stack, settings):
+    """'paylake stack down' then 'up': the Delta lake on S3 and the Snowflake
+    databases are read back unchanged (the README promises that data is kept)."""
+    from deltalake import DeltaTable, write_deltalake
+
+    uri = lake.table_uri(settings, "tests", f"restart_{uuid.uuid4().hex[:8]}")
+    first = pa.table({"id": pa.array(range(1000), pa.int64()), "amount": pa.array([i / 4 for i in range(1000)])})
+    write_deltalake(uri, first, storage_options=lake.storage_options(settings))
+    write_deltalake(uri, first.slice(0, 10), mode="append", storage_options=lake.storage_options(settings))
+    database = f"RESTART_{uuid.uuid4().hex[:6].upper()}"
+    with snowflake.connect(settings, with_database=False) as conn:
+        cur = conn.cursor()
+        cur.execute(f"create database {database}")
+        cur.execute(f"create schema {database}.STAR")
+        cur.execute(f"create table {database}.STAR.T (ID integer primary key, NAME varchar)")
+        cur.execute(f"insert into {database}.STAR.T values (1, 'kept'), (2, 'also kept')")
+        conn.commit()
+
+    stopped = {s.name for s in local_stack.down(["s3", "snowflake"])}
+    assert stopped == {"s3", "snowflake"}
+    states = {s.name: s.state for s in local_stack.up(["s3", "snowflake"])}
+    assert states == {"s3": "started", "snowflake": "started"}
+
+    table = DeltaTable(uri, storage_options=lake.storage_options(settings))
+    assert table.version() == 1
+    assert table.to_pyarrow_table().sort_by("id").equals(pa.concat_tables([first, first.slice(0, 10)]).sort_by("id"))
+    with snowflake.connect(settings, with_database=False) as conn:
+        cur = conn.cursor()
+        cur.execute(f"select ID, NAME from {database}.STAR.T order by ID")
+        assert cur.fetchall() == [(1, "kept"), (2, "also kept")]

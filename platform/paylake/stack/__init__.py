@@ -179,10 +179,11 @@ class LocalStack:
             result.append(ServiceState(service.name, service.url(ctx), pid, "healthy" if healthy else "unhealthy"))
         return result
 
-    def down(self) -> list[ServiceState]:
+    def down(self, services: list[str] | None = None) -> list[ServiceState]:
+        """Stop this stack's servers (or only ``services``); their data stays on disk."""
         ctx = self.context()
         result = []
-        for service in reversed(ALL_SERVICES):
+        for service in reversed(_select(services)):
             pidfile = ctx.pidfile(service.name)
             pid = process.read_pid(pidfile)
             if pid is not None and process.pid_alive(pid):

@@ -312,37 +312,41 @@ class Mongo(Service):
         return self.uri(ctx)
 
 
-# --------------------------------------------------------------------------- S3 (moto)
+# --------------------------------------------------------------------------- S3 (localbucket, on disk)
 class S3(Service):
     name = "s3"
     port_names = ("s3",)
 
     def check_prerequisites(self, ctx: StackContext) -> None:
-        _require_module("moto.server", self.name, "moto[server]")
+        _require_module("localbucket", self.name, "localbucket")
 
     def command(self, ctx: StackContext) -> list[str]:
-        return [*_python_module("moto.server"), "-H", HOST, "-p", str(ctx.ports["s3"])]
+        # objects are files under <state>/s3/<bucket>/<key>: the lake survives a restart
+        return [*_python_module("paylake.stack.s3_server"), "--host", HOST, "--port", str(ctx.ports["s3"]),
+                "--data", str(ctx.state_dir / "s3")]
 
     def url(self, ctx: StackContext) -> str:
         return f"http://{HOST}:{ctx.ports['s3']}"
 
     def ready(self, ctx: StackContext) -> bool:
-        return _http_ok(self.url(ctx) + "/moto-api/", accept_any_status=True)
+        return _http_ok(self.url(ctx) + "/")  # ListBuckets
 
     def after_start(self, ctx: StackContext) -> None:
         import boto3
+        from botocore.config import Config
 
         s3 = boto3.client(
             "s3", endpoint_url=self.url(ctx), region_name="us-east-1",
             aws_access_key_id=ctx.secrets["s3_access_key_id"],
             aws_secret_access_key=ctx.secrets["s3_secret_access_key"],
+            config=Config(s3={"addressing_style": "path"}),
         )
         existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
         if LAKE_BUCKET not in existing:
             s3.create_bucket(Bucket=LAKE_BUCKET)
 
 
-# --------------------------------------------------------------------------- Snowflake (fakesnow)
+# --------------------------------------------------------------------------- Snowflake (fakesnow, on files)
 class Snowflake(Service):
     name = "snowflake"
     port_names = ("snowflake",)
@@ -353,8 +357,9 @@ class Snowflake(Service):
     def command(self, ctx: StackContext) -> list[str]:
         data = ctx.state_dir / "snowflake"
         data.mkdir(parents=True, exist_ok=True)
-        return [*_python_module("fakesnow"), "-s", "--host", HOST, "-p", str(ctx.ports["snowflake"]),
-                "-d", str(data)]
+        # fakesnow's server, its shared instance on database files (fakesnow -s alone keeps them in memory)
+        return [*_python_module("paylake.stack.snowflake_server"), "--host", HOST, "--port",
+                str(ctx.ports["snowflake"]), "--data", str(data)]
 
     def url(self, ctx: StackContext) -> str:
         return f"http://{HOST}:{ctx.ports['snowflake']}"

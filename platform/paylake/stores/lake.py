@@ -42,7 +42,8 @@ def storage_options(settings: Settings) -> dict[str, str]:
     """deltalake / object_store options for the lake root."""
     if not settings.lake_is_s3:
         return {}
-    options = {"AWS_REGION": settings.s3_region, "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    # commits are PUTs with If-None-Match: * (S3 and the local server refuse an existing log entry with 412)
+    options = {"AWS_REGION": settings.s3_region, "AWS_CONDITIONAL_PUT": "etag"}
     if settings.s3_endpoint_url:
         options["AWS_ENDPOINT_URL"] = settings.s3_endpoint_url
         if settings.s3_endpoint_url.startswith("http://"):
@@ -55,9 +56,11 @@ def storage_options(settings: Settings) -> dict[str, str]:
 
 def s3_client(settings: Settings):
     """A boto3 S3 client for the lake's object store."""
-    kwargs = {"region_name": settings.s3_region}
-    if settings.s3_endpoint_url:
-        kwargs["endpoint_url"] = settings.s3_endpoint_url
+    from botocore.config import Config
+
+    kwargs: dict = {"region_name": settings.s3_region}
+    if settings.s3_endpoint_url:  # a local or private endpoint: path-style addressing
+        kwargs.update(endpoint_url=settings.s3_endpoint_url, config=Config(s3={"addressing_style": "path"}))
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         kwargs["aws_access_key_id"] = settings.s3_access_key_id.get_secret_value()
         kwargs["aws_secret_access_key"] = settings.s3_secret_access_key.get_secret_value()
