@@ -158,3 +158,15 @@ def _signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def server_arguments(description: str, data_help: str, argv: list[str] | None = None):
+    """``--host``, ``--port``, ``--data`` of the stack's own server entrypoints."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--data", type=Path, required=True, help=data_help)
+    return parser.parse_args(argv)

@@ -20,7 +20,6 @@ check request signatures (nor did moto): production uses S3 with IAM.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
@@ -30,6 +29,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import localbucket
+
+from paylake.stack.process import server_arguments
 
 
 class LakeS3Handler(localbucket.S3Handler):
@@ -83,11 +84,7 @@ class LakeS3Server(ThreadingHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--data", type=Path, required=True, help="folder of the buckets")
-    args = parser.parse_args(argv)
+    args = server_arguments(__doc__.splitlines()[0], "folder of the buckets", argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
 
     data = args.data.resolve()

@@ -14,19 +14,15 @@ queries find them before anyone creates them again.
 
 from __future__ import annotations
 
-import argparse
 import re
 import signal
 import sys
-from pathlib import Path
+
+from paylake.stack.process import server_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--data", type=Path, required=True, help="folder of the database files")
-    args = parser.parse_args(argv)
+    args = server_arguments(__doc__.splitlines()[0], "folder of the database files", argv)
 
     import fakesnow.server
     import uvicorn
