@@ -78,3 +78,25 @@ def seeded(settings):
     isolated = isolated_sources(settings, "paylake_seeded")
     report = seed(isolated, SCALES["tiny"])
     return isolated, report
+
+
+@pytest.fixture(scope="session")
+def fraud_lake(settings, ray_cluster, tmp_path_factory):
+    """Sources of their own with enough days and frauds for a time split, extracted into a
+    lake of their own, silver built, fraud features computed once."""
+    import dataclasses
+
+    from paylake.extract.run import extract
+    from paylake.ml.feature_build import build_features
+    from paylake.sources.generator import SCALES
+    from paylake.sources.migrate import isolated_sources
+    from paylake.sources.seed import seed
+    from paylake.transform.silver import build_silver
+
+    isolated = isolated_sources(settings, "paylake_fraud")
+    seed(isolated, dataclasses.replace(SCALES["tiny"], customers=500, merchants=50, days=75, log_sessions=0))
+    here = isolated.model_copy(update={"lake_root": str(tmp_path_factory.mktemp("fraud-lake"))})
+    extract(here)
+    build_silver(here)
+    assert build_features(here).state == "built"
+    return here

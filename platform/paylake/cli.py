@@ -361,6 +361,69 @@ def build_star_command() -> None:
                                 [(r.table, r.rows, r.state, r.seconds) for r in gold]))
 
 
+@app.command("features")
+@expected_failures
+def features_command(
+    publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Also publish the entities' state to the "
+                                          "online store (schema feature_store of PostgreSQL).")] = True,
+) -> None:
+    """Silver → gold/features/fraud: point-in-time fraud features of every transaction (Ray tasks, DuckDB)."""
+    from paylake.ml.feature_build import build_features, feature_uri
+    from paylake.ml.online import PostgresOnlineStore, publish_state
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    with console.status("computing the fraud features"):
+        report = build_features(settings)
+    console.print(summary_table(f"features → {feature_uri(settings)}", ["rows", "version", "state", "seconds",
+                                                                          "rows/s"],
+                                [(report.rows if report.rows >= 0 else "-", report.version, report.state,
+                                  report.seconds, report.rows / report.seconds if report.rows > 0 else "-")]))
+    if publish:
+        with console.status("publishing the online store"):
+            as_of = publish_state(settings, PostgresOnlineStore(settings))
+        console.print(f"online store published as of {as_of.isoformat()}", highlight=False)
+
+
+train_app = typer.Typer(help="Train the models on the lake (Ray Train), track and register them (MLflow).",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("fraud")
+@expected_failures
+def train_fraud_command(
+    workers: Annotated[int, typer.Option(help="Ray Train workers training one model.")] = 2,
+    maturity_days: Annotated[int, typer.Option(help="Label maturity: younger transactions are not negatives.")] = 30,
+    test_fraction: Annotated[float, typer.Option(help="Share of the labelled days in the test window (the last "
+                                                 "ones).")] = 0.15,
+    valid_fraction: Annotated[float, typer.Option(help="Share of the days before it for validation.")] = 0.15,
+    max_fpr: Annotated[float, typer.Option(help="Threshold rule: at most this share of legitimate payments "
+                                           "flagged (on validation).")] = 0.01,
+) -> None:
+    """LightGBM fraud model on Ray Train: time split, MLflow tracking, registry alias moved only on improvement."""
+    import datetime as dt
+
+    from paylake.ml.fraud import TrainOptions, train_fraud
+    from paylake.settings import load_settings
+
+    options = TrainOptions(num_workers=workers, maturity=dt.timedelta(days=maturity_days),
+                           test_fraction=test_fraction, valid_fraction=valid_fraction, max_fpr=max_fpr)
+    with console.status("training") as status:
+        report = train_fraud(load_settings(), options, progress=lambda m: status.update(m))
+    names = ["auc_pr", "roc_auc", "recall_at_1pct_fpr", "precision_at_threshold", "recall_at_threshold",
+             "fpr_at_threshold", "ece"]
+    console.print(summary_table(
+        f"fraud model on the test window ({report.rows['test']:,} rows, {report.frauds['test']:,} frauds)",
+        ["model", *names], [(label, *[report.metrics[key][n] for n in names]) for key, label in
+                            (("model", f"LightGBM ({options.num_workers} workers)"),
+                             ("logistic", "logistic regression"), ("rules", "amount/velocity rules"))]))
+    console.print(f"{report.model_name} v{report.version} → alias {report.alias} ({report.alias_reason}); "
+                  f"threshold {report.threshold:.4f} (≤ {max_fpr:.1%} of legitimate payments on validation); "
+                  f"feature table version {report.feature_version}; best round {report.best_iteration}; "
+                  f"Ray Train {report.train_seconds:.1f} s; MLflow run {report.run_id}", highlight=False)
+
+
 @app.command("load")
 @expected_failures
 def load_command() -> None:

@@ -42,14 +42,18 @@ def _latest(table: str, key: str, order: str = "updatedat") -> str:
 
 
 ENTITIES: tuple[Entity, ...] = (
-    Entity("customer", ("postgres/customer", "mongo/customer"), f"""
+    Entity("customer", ("postgres/customer", "mongo/customer", "postgres/address"), f"""
         select c.customerid, c.segment, c.country, c.signupdate, strftime(c.signupdate, '%Y-%m') as signup_cohort,
+               h.locationid as home_locationid,
                c.consentgdprprocessing as consent_gdpr_processing, c.ccpadonotsell as ccpa_do_not_sell,
                c.emailhash as email_key,
                m.preferences.device as preferred_device, m.preferences.paymentMethod as preferred_payment_method,
                m.preferences.currency as preferred_currency, c.updatedat
         from {_latest('customer', 'customerid')} c
         left join {_latest('m_customer', '_id', '"updatedAt"')} m on m._id = c.customerid
+        left join (select customerid, locationid from {_latest('address', 'addressid')} where isprimary
+                   qualify row_number() over (partition by customerid order by addressid) = 1) h
+               using (customerid)
         where not c.isdeleted"""),
     Entity("merchant", ("postgres/merchant",), f"""
         select merchantid, name, industry, size, country, locationid, updatedat

@@ -1,0 +1,393 @@
+"""``paylake train fraud``: LightGBM on Ray Train over the feature table, tracked and registered in MLflow.
+
+1. **Data.** One version of ``gold/features/fraud`` (its number is logged), with
+   labels as known at the newest transaction (``paylake.ml.labels``: immature
+   negatives left out), split by *time* into train / validation / test (the
+   last days are the test window; never a random split).
+2. **Training.** ``LightGBMTrainer`` (Ray Train V2): N workers train one model
+   on their shards of the training set (``tree_learner=data_parallel``,
+   ``pre_partition``, LightGBM's network from ``get_network_params``); the
+   validation set is not split (``DataConfig(datasets_to_split=["train"])``),
+   so every worker sees the same early-stopping metric (``average_precision``)
+   and stops at the same round. Class imbalance: ``scale_pos_weight`` =
+   negatives / positives of the training set. Metrics and the model are
+   reported once, at the end (a report is a barrier of every worker).
+3. **Threshold.** Chosen on the validation set for the business rule "at most
+   ``max_fpr`` of legitimate payments flagged", stored with the model.
+4. **Evaluation** on the test window, next to two baselines fitted on the same
+   rows: logistic regression on the same features and an amount/velocity rule
+   set. AUC-PR, ROC-AUC, recall at 1 % FPR, precision and recall at the
+   threshold, expected calibration error.
+5. **Registry.** The model (signature, input example, its encoding and
+   threshold) is registered as ``paylake-fraud``; alias ``champion`` moves to it
+   only when it beats the current champion on the same test window, otherwise
+   it becomes ``challenger``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from paylake.errors import PaylakeError
+from paylake.ml import features
+from paylake.ml.labels import CONFIRMATIONS_SQL, DEFAULT_MATURITY, labelled_sql
+from paylake.settings import Settings
+from paylake.stores import lake
+
+MODEL_NAME = "paylake-fraud"
+EXPERIMENT = "paylake-fraud"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    num_workers: int = 2
+    maturity: dt.timedelta = DEFAULT_MATURITY
+    valid_fraction: float = 0.15  # of the labelled days, before the test window
+    test_fraction: float = 0.15  # the last days
+    max_rounds: int = 500
+    early_stopping_rounds: int = 40
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    max_fpr: float = 0.01  # the business rule of the threshold
+    model_name: str = MODEL_NAME
+    experiment: str = EXPERIMENT
+
+
+# ----------------------------------------------------------------------------- data
+def training_table(settings: Settings, options: TrainOptions) -> tuple[pa.Table, int, dt.datetime]:
+    """(labelled feature rows in time order, feature-table version, as-of time of the labels)."""
+    import duckdb
+
+    from paylake.ml.feature_build import feature_uri
+    from paylake.transform.silver import entity_uri
+
+    uri = feature_uri(settings)
+    version = lake.table_version(settings, uri)
+    if version is None:
+        raise PaylakeError("the feature table gold/features/fraud does not exist: run 'paylake features' first")
+    con = duckdb.connect()
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        con.register("feature_rows", lake.dataset(settings, uri, version))
+        con.register("status_change", lake.dataset(settings, entity_uri(settings, "status_change")))
+        ((as_of,),) = con.execute("select max(datetime) from feature_rows").fetchall()
+        if as_of is None:
+            raise PaylakeError("the feature table is empty: seed and extract transactions first")
+        con.execute(f"create view confirmations as {CONFIRMATIONS_SQL}")
+        table = con.sql(labelled_sql("feature_rows", "confirmations", as_of, options.maturity)
+                        + " order by datetime, transactionid").to_arrow_table()
+    finally:
+        con.close()
+    return table, version, as_of
+
+
+def time_split(table: pa.Table, valid_fraction: float, test_fraction: float) -> dict[str, pa.Table]:
+    """Train / validation / test by date: the test window is the last days, validation the days before."""
+    import pyarrow.compute as pc
+
+    days = pc.unique(pc.cast(table["datetime"], pa.date32())).sort()
+    if len(days) < 5:
+        raise PaylakeError(f"{len(days)} day(s) of labelled data: a time split needs at least 5")
+    test_from = days[int(len(days) * (1 - test_fraction))].as_py()
+    valid_from = days[int(len(days) * (1 - test_fraction - valid_fraction))].as_py()
+    date = pc.cast(table["datetime"], pa.date32())
+    parts = {"train": table.filter(pc.less(date, pa.scalar(valid_from, pa.date32()))),
+             "valid": table.filter(pc.and_(pc.greater_equal(date, pa.scalar(valid_from, pa.date32())),
+                                           pc.less(date, pa.scalar(test_from, pa.date32())))),
+             "test": table.filter(pc.greater_equal(date, pa.scalar(test_from, pa.date32())))}
+    for name, part in parts.items():
+        positives = pc.sum(part["label"]).as_py() or 0
+        if positives == 0:
+            raise PaylakeError(f"the {name} window ({part.num_rows:,} rows) holds no confirmed fraud: seed more days "
+                               "or change --test-fraction / --valid-fraction")
+    return parts
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How feature rows become the model's numeric matrix: the columns and each category's code."""
+
+    columns: tuple[str, ...]
+    categories: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, table: pa.Table) -> Encoding:
+        import pyarrow.compute as pc
+
+        return cls(tuple(features.feature_columns()),
+                   {c: sorted(v for v in pc.unique(table[c]).to_pylist() if v is not None)
+                    for c in features.CATEGORICAL})
+
+    def matrix(self, table: pa.Table):
+        """A float pandas DataFrame in model column order; an unseen category becomes -1."""
+        import pandas as pd
+        import pyarrow.compute as pc
+
+        data = {}
+        for name in self.columns:
+            column = table[name]
+            if name in self.categories:
+                codes = pc.index_in(column, value_set=pa.array(self.categories[name], pa.string()))
+                data[name] = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype("float64")
+            else:
+                data[name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        return pd.DataFrame(data, columns=list(self.columns))
+
+    def to_json(self) -> str:
+        return json.dumps({"columns": list(self.columns), "categories": self.categories})
+
+    @classmethod
+    def from_json(cls, text: str) -> Encoding:
+        raw = json.loads(text)
+        return cls(tuple(raw["columns"]), raw["categories"])
+
+
+# ----------------------------------------------------------------------------- Ray Train
+def _train_loop(config: dict) -> None:
+    """One worker: its shard of the training set, the whole validation set, one model for all."""
+    import lightgbm as lgb
+    import ray.train
+    from ray.train import Checkpoint
+    from ray.train.lightgbm import get_network_params
+
+    encoding = Encoding.from_json(config["encoding"])
+    train = ray.train.get_dataset_shard("train").materialize().to_arrow_refs()
+    valid = ray.train.get_dataset_shard("valid").materialize().to_arrow_refs()
+    train_table = pa.concat_tables(ray.get(train))
+    valid_table = pa.concat_tables(ray.get(valid))
+    categorical = [c for c in encoding.columns if c in encoding.categories]
+    dtrain = lgb.Dataset(encoding.matrix(train_table), label=train_table["label"].to_numpy(),
+                         categorical_feature=categorical, free_raw_data=False)
+    dvalid = lgb.Dataset(encoding.matrix(valid_table), label=valid_table["label"].to_numpy(),
+                         categorical_feature=categorical, reference=dtrain)
+    context = ray.train.get_context()
+    params = dict(config["params"])
+    if context.get_world_size() > 1:
+        params.update({"tree_learner": "data_parallel", "pre_partition": True, **get_network_params()})
+    params["num_threads"] = int(config["threads"])
+    booster = lgb.train(params, dtrain, num_boost_round=config["max_rounds"], valid_sets=[dvalid],
+                        valid_names=["valid"],
+                        callbacks=[lgb.early_stopping(config["early_stopping_rounds"], verbose=False)])
+    metrics = {"best_iteration": booster.best_iteration,
+               "valid_average_precision": float(booster.best_score["valid"]["average_precision"]),
+               "train_rows_on_worker": train_table.num_rows}
+    if context.get_world_rank() == 0:
+        with tempfile.TemporaryDirectory() as folder:
+            booster.save_model(str(Path(folder, "model.txt")), num_iteration=booster.best_iteration)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+    else:
+        ray.train.report(metrics)
+
+
+def fit_lightgbm(settings: Settings, parts: dict[str, pa.Table], encoding: Encoding, options: TrainOptions,
+                 run_name: str):
+    """Train on ``parts['train']`` with early stopping on ``parts['valid']`` through Ray Train; returns
+    (booster, metrics of rank 0, seconds)."""
+    import lightgbm as lgb
+    import ray.data
+    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train.lightgbm import LightGBMTrainer
+
+    from paylake.raycluster import init_ray
+
+    init_ray(settings)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    positives = int(np.sum(parts["train"]["label"].to_numpy()))
+    negatives = parts["train"].num_rows - positives
+    params = {"objective": "binary", "metric": "average_precision", "learning_rate": options.learning_rate,
+              "num_leaves": options.num_leaves, "min_data_in_leaf": 40, "feature_fraction": 0.9,
+              "lambda_l2": 1.0, "scale_pos_weight": negatives / max(positives, 1), "verbose": -1,
+              "seed": 7, "deterministic": True}
+    columns = ["label", *encoding.columns]
+    datasets = {name: ray.data.from_arrow(parts[name].select(columns)) for name in ("train", "valid")}
+    trainer = LightGBMTrainer(
+        _train_loop,
+        train_loop_config={"encoding": encoding.to_json(), "params": params, "threads": 1,
+                           "max_rounds": options.max_rounds, "early_stopping_rounds": options.early_stopping_rounds},
+        scaling_config=ScalingConfig(num_workers=options.num_workers, resources_per_worker={"CPU": 1}),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(name=run_name, storage_path=str(Path(tempfile.gettempdir()) / "paylake-train")),
+    )
+    begin = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - begin
+    with result.checkpoint.as_directory() as folder:
+        booster = lgb.Booster(model_file=str(Path(folder, "model.txt")))
+    return booster, dict(result.metrics), seconds
+
+
+# ----------------------------------------------------------------------------- evaluation (pure)
+def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, max_fpr: float) -> float:
+    """The lowest threshold flagging at most ``max_fpr`` of the legitimate rows (score >= threshold flags)."""
+    legit = np.sort(scores[labels == 0])
+    if len(legit) == 0:
+        return 0.5
+    allowed = int(np.floor(max_fpr * len(legit)))  # legitimate rows that may be flagged
+    if allowed == 0:
+        return float(np.nextafter(legit[-1], np.inf))
+    return float(np.nextafter(legit[len(legit) - allowed - 1], np.inf))
+
+
+def expected_calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    edges = np.linspace(0, 1, bins + 1)
+    index = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            total += mask.sum() / len(scores) * abs(scores[mask].mean() - labels[mask].mean())
+    return float(total)
+
+
+def evaluate(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    flagged = scores >= threshold
+    positives = max(int(labels.sum()), 1)
+    recall_at_1 = float(((scores >= threshold_at_fpr(scores, labels, 0.01)) & (labels == 1)).sum() / positives)
+    true_flags = int((flagged & (labels == 1)).sum())
+    return {"auc_pr": float(average_precision_score(labels, scores)), "roc_auc": float(roc_auc_score(labels, scores)),
+            "recall_at_1pct_fpr": recall_at_1,
+            "precision_at_threshold": float(true_flags / max(int(flagged.sum()), 1)),
+            "recall_at_threshold": float(true_flags / positives),
+            "fpr_at_threshold": float((flagged & (labels == 0)).sum() / max(int((labels == 0).sum()), 1)),
+            "ece": expected_calibration_error(scores, labels)}
+
+
+def rule_scores(table: pa.Table) -> np.ndarray:
+    """The amount/velocity rule set a risk team starts with: one point per rule hit."""
+    def column(name):
+        return table[name].to_numpy(zero_copy_only=False).astype("float64")
+
+    return ((column("amount_to_median") > 5).astype(float) + (column("pm_n_1h") >= 5)
+            + (column("pm_distinct_merchants_24h") >= 5) + (column("new_device") * column("foreign_country"))
+            + (column("amount_eur") > 1000) + (column("cust_n_24h") >= 10)).astype(float)
+
+
+def logistic_scores(parts: dict[str, pa.Table], encoding: Encoding) -> np.ndarray:
+    """Logistic regression on the same features (one-hot categories, standardised), fitted on train."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def frame(table):
+        import pandas as pd
+
+        matrix = encoding.matrix(table)
+        dummies = [pd.get_dummies(matrix[c].astype(int).astype("category").cat.set_categories(
+            list(range(-1, len(encoding.categories[c])))), prefix=c) for c in encoding.categories]
+        numeric = matrix.drop(columns=list(encoding.categories))
+        numeric = np.sign(numeric) * np.log1p(np.abs(numeric))
+        return pd.concat([numeric, *dummies], axis=1).astype(float).fillna(0.0)
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced", C=0.5))
+    model.fit(frame(parts["train"]), parts["train"]["label"].to_numpy())
+    return model.predict_proba(frame(parts["test"]))[:, 1]
+
+
+# ----------------------------------------------------------------------------- the job
+@dataclass
+class TrainReport:
+    model_name: str
+    version: str
+    alias: str  # "champion" or "challenger"
+    alias_reason: str
+    feature_version: int
+    rows: dict[str, int]
+    frauds: dict[str, int]
+    threshold: float
+    metrics: dict[str, dict[str, float]]  # model / logistic / rules -> metrics on the test window
+    train_seconds: float
+    best_iteration: int
+    run_id: str
+
+
+def train_fraud(settings: Settings, options: TrainOptions = TrainOptions(), progress=lambda m: None) -> TrainReport:
+    """The whole job (see the module docstring)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    progress("reading the feature table and the labels")
+    table, feature_version, as_of = training_table(settings, options)
+    parts = time_split(table, options.valid_fraction, options.test_fraction)
+    encoding = Encoding.fit(parts["train"])
+    run_name = f"fraud-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    progress(f"training on {parts['train'].num_rows:,} rows with {options.num_workers} Ray Train worker(s)")
+    booster, worker_metrics, seconds = fit_lightgbm(settings, parts, encoding, options, run_name)
+
+    valid_scores = booster.predict(encoding.matrix(parts["valid"]))
+    threshold = threshold_at_fpr(valid_scores, parts["valid"]["label"].to_numpy(), options.max_fpr)
+    test_labels = parts["test"]["label"].to_numpy()
+    test_x = encoding.matrix(parts["test"])
+    scores = booster.predict(test_x)
+    progress("evaluating against logistic regression and the rule set")
+    metrics = {"model": evaluate(scores, test_labels, threshold),
+               "logistic": evaluate(logistic_scores(parts, encoding), test_labels, 0.5),
+               "rules": evaluate(rule_scores(parts["test"]), test_labels, 2.0)}
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(options.experiment)
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params({"num_workers": options.num_workers, "learning_rate": options.learning_rate,
+                           "num_leaves": options.num_leaves, "max_rounds": options.max_rounds,
+                           "best_iteration": worker_metrics.get("best_iteration"), "threshold": threshold,
+                           "max_fpr": options.max_fpr, "maturity_days": options.maturity.days,
+                           "feature_table": "gold/features/fraud", "feature_table_version": feature_version,
+                           "labels_as_of": as_of.isoformat(), "features": len(encoding.columns)})
+        for name, values in metrics.items():
+            mlflow.log_metrics({f"test_{name}_{k}": v for k, v in values.items()})
+        mlflow.log_metric("valid_average_precision", worker_metrics.get("valid_average_precision", 0.0))
+        mlflow.log_metric("train_seconds", seconds)
+        importance = dict(zip(encoding.columns, booster.feature_importance("gain").tolist()))
+        mlflow.log_dict(importance, "feature_importance.json")
+        mlflow.log_dict({"features": list(encoding.columns), "encoding": json.loads(encoding.to_json()),
+                         "threshold": threshold}, "model_card.json")
+        example = test_x.head(5)
+        info = mlflow.lightgbm.log_model(
+            booster, name="model", signature=infer_signature(example, booster.predict(example)),
+            input_example=example, registered_model_name=options.model_name,
+            metadata={"threshold": threshold, "encoding": encoding.to_json(),
+                      "feature_table_version": feature_version})
+    version = str(info.registered_model_version)
+    alias, reason = promote(settings, options.model_name, version, parts["test"], metrics["model"]["auc_pr"])
+    return TrainReport(options.model_name, version, alias, reason, feature_version,
+                       {k: v.num_rows for k, v in parts.items()},
+                       {k: int(np.sum(v["label"].to_numpy())) for k, v in parts.items()}, threshold, metrics,
+                       seconds, int(worker_metrics.get("best_iteration", 0)), run.info.run_id)
+
+
+def promote(settings: Settings, name: str, version: str, test: pa.Table, auc_pr: float) -> tuple[str, str]:
+    """Move ``champion`` to ``version`` only when it beats the current champion's AUC-PR on ``test``;
+    otherwise alias it ``challenger``. Returns (alias, why)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from sklearn.metrics import average_precision_score
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    try:
+        current = client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        current = None
+    if current is None or current.version == version:
+        client.set_registered_model_alias(name, "champion", version)
+        return "champion", "no champion yet"
+    champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    metadata = champion.metadata.metadata or {}
+    encoding = Encoding.from_json(metadata["encoding"])
+    their = float(average_precision_score(test["label"].to_numpy(), champion.predict(encoding.matrix(test))))
+    if auc_pr > their:
+        client.set_registered_model_alias(name, "champion", version)
+        return "champion", f"AUC-PR {auc_pr:.4f} beats champion v{current.version} ({their:.4f}) on this test window"
+    client.set_registered_model_alias(name, "challenger", version)
+    return "challenger", (f"AUC-PR {auc_pr:.4f} does not beat champion v{current.version} ({their:.4f}) on this "
+                          "test window")
