@@ -413,11 +413,12 @@ def train_fraud_command(
         report = train_fraud(load_settings(), options, progress=lambda m: status.update(m))
     names = ["auc_pr", "roc_auc", "recall_at_1pct_fpr", "precision_at_threshold", "recall_at_threshold",
              "fpr_at_threshold", "ece"]
+    models = (("model", f"LightGBM, {options.num_workers} workers"), ("logistic", "logistic regression"),
+              ("rules", "amount/velocity rules"))
     console.print(summary_table(
         f"fraud model on the test window ({report.rows['test']:,} rows, {report.frauds['test']:,} frauds)",
-        ["model", *names], [(label, *[report.metrics[key][n] for n in names]) for key, label in
-                            (("model", f"LightGBM ({options.num_workers} workers)"),
-                             ("logistic", "logistic regression"), ("rules", "amount/velocity rules"))]))
+        ["metric", *[label for _, label in models]],
+        [(n, *[f"{report.metrics[key][n]:.4f}" for key, _ in models]) for n in names]))
     console.print(f"{report.model_name} v{report.version} → alias {report.alias} ({report.alias_reason}); "
                   f"threshold {report.threshold:.4f} (≤ {max_fpr:.1%} of legitimate payments on validation); "
                   f"feature table version {report.feature_version}; best round {report.best_iteration}; "

@@ -18,7 +18,8 @@ class StepResult:
 
 def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> list[StepResult]:
     """migrate → seed (once) → extract into bronze (creating the CDC slot first) → drain the CDC slot into
-    bronze (deletes) → silver + gold star → Snowflake → business queries → smoke checks."""
+    bronze (deletes) → silver + gold star → Snowflake → fraud features + online store → fraud model (once per
+    feature version) → business queries → smoke checks."""
     from paylake.raycluster import init_ray
     from paylake.smoke import run_smoke
     from paylake.sources.generator import SCALES
@@ -95,6 +96,39 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
                 f"{sum(r.updated for r in results):,} updated, reconciled") if moved else "nothing to load"
 
     step("load → Snowflake", load)
+
+    def fraud_features() -> str:
+        from paylake.ml.feature_build import build_features
+        from paylake.ml.online import PostgresOnlineStore, publish_state
+
+        report = build_features(settings)
+        as_of = publish_state(settings, PostgresOnlineStore(settings))
+        built = (f"{report.rows:,} rows, version {report.version}" if report.state == "built"
+                 else f"unchanged (version {report.version})")
+        return f"gold/features/fraud {built}; online store as of {as_of:%Y-%m-%d %H:%M}"
+
+    step("fraud features + online store", fraud_features)
+
+    def train() -> str:
+        from paylake.errors import PaylakeError
+        from paylake.ml.feature_build import feature_uri
+        from paylake.ml.fraud import MODEL_NAME, TrainOptions, train_fraud, trained_version
+        from paylake.stores import lake
+
+        feature_version = lake.table_version(settings, feature_uri(settings))
+        done = trained_version(settings, MODEL_NAME, feature_version)
+        if done is not None:
+            return f"{MODEL_NAME} v{done} already trained on feature version {feature_version}: kept"
+        try:
+            report = train_fraud(settings, TrainOptions(), progress=lambda m: progress(f"[train] {m}"))
+        except PaylakeError as exc:  # too little labelled history (e.g. a tiny world): say so, go on
+            return f"not trained: {exc}"
+        model, logistic = report.metrics["model"], report.metrics["logistic"]
+        return (f"{MODEL_NAME} v{report.version} ({report.alias}): test AUC-PR {model['auc_pr']:.3f} "
+                f"(logistic {logistic['auc_pr']:.3f}, rules {report.metrics['rules']['auc_pr']:.3f}), "
+                f"recall at 1% FPR {model['recall_at_1pct_fpr']:.3f}")
+
+    step("train fraud (Ray Train, MLflow)", train)
 
     def queries() -> str:
         from paylake.warehouse.queries import list_queries, run_query

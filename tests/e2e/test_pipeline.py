@@ -18,9 +18,13 @@ def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(settings, ray_clus
     assert "transactions" in first["seed --scale tiny"]
     assert "10 table(s) loaded" in first["load → Snowflake"]
     assert "monthly_tax_retail_france" in first["business queries"]
+    assert first["fraud features + online store"].startswith("gold/features/fraud ")
+    assert "paylake-fraud" in first["train fraud (Ray Train, MLflow)"] or \
+        first["train fraud (Ray Train, MLflow)"].startswith("not trained: ")
     second = {r.step: r.outcome for r in run_pipeline(configured, scale="tiny", progress=lambda m: None)}
     assert second["migrate"] == "0 change(s) applied"
     assert second["seed --scale tiny"].startswith("already seeded")
     assert "0 table(s) committed" in second["extract → bronze"]
     assert second["build-star (silver, gold)"].endswith("gold: unchanged")
     assert second["load → Snowflake"] == "nothing to load"
+    assert "unchanged" in second["fraud features + online store"]

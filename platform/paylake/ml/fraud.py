@@ -365,6 +365,23 @@ def train_fraud(settings: Settings, options: TrainOptions = TrainOptions(), prog
                        seconds, int(worker_metrics.get("best_iteration", 0)), run.info.run_id)
 
 
+def trained_version(settings: Settings, name: str, feature_version: int) -> str | None:
+    """The registered version of ``name`` already trained on ``feature_version`` of the feature table, if any."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for version in versions:
+        if version.run_id and client.get_run(version.run_id).data.params.get("feature_table_version") == str(
+                feature_version):
+            return str(version.version)
+    return None
+
+
 def promote(settings: Settings, name: str, version: str, test: pa.Table, auc_pr: float) -> tuple[str, str]:
     """Move ``champion`` to ``version`` only when it beats the current champion's AUC-PR on ``test``;
     otherwise alias it ``challenger``. Returns (alias, why)."""
