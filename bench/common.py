@@ -77,3 +77,21 @@ def prepare_sources(main: Settings, skip_check: bool) -> Settings:
     console.print(f"  seeded in {report.seconds['total']:.0f} s: {report.rows['oltp.Transaction']:,} transactions",
                   style="dim")
     return settings
+
+
+def bench_lake(main: Settings, skip_check: bool = False) -> Settings:
+    """The ``paylake_bench`` sources extracted into a lake of their own (``<lake_root>-bench``) with
+    silver built, once; later runs reuse it."""
+    from paylake.extract.run import extract
+    from paylake.stores import lake
+    from paylake.transform.silver import build_silver, entity_uri
+
+    sources = prepare_sources(main, skip_check)
+    settings = sources.model_copy(update={"lake_root": main.lake_root.rstrip("/") + "-bench"})
+    if lake.table_exists(settings, entity_uri(settings, "status_change")):
+        console.print(f"reusing the bench lake {settings.lake_root}", style="dim")
+        return settings
+    console.print(f"extracting {BENCH_DB} into {settings.lake_root} and building silver (once)")
+    extract(settings)
+    build_silver(settings)
+    return settings

@@ -244,6 +244,9 @@ def seed_command(
     seed: Annotated[int | None, typer.Option(help="Random seed: same seed, same data.")] = None,
     log_sessions: Annotated[int | None, typer.Option(help="Real database sessions to run for the Log "
                                                         "collection.")] = None,
+    drift_days: Annotated[int | None, typer.Option("--drift-days", help="Make the last N days a shifted period "
+                                                   "(pricier, more cross-border) that 'paylake drift' should "
+                                                   "flag.")] = None,
     reset: Annotated[bool, typer.Option("--reset", help="Replace data already in the stores.")] = False,
 ) -> None:
     """Fill PostgreSQL and MongoDB with a reproducible synthetic payments world (fraud included)."""
@@ -256,7 +259,7 @@ def seed_command(
     if scale not in SCALES:
         raise PaylakeError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
     overrides = {k: v for k, v in dict(customers=customers, merchants=merchants, days=days, seed=seed,
-                                       log_sessions=log_sessions).items() if v is not None}
+                                       log_sessions=log_sessions, drift_days=drift_days).items() if v is not None}
     spec = dataclasses.replace(SCALES[scale], **overrides)
     with console.status("seeding") as status:
         report = run_seed(load_settings(), spec, reset=reset, progress=lambda msg: status.update(msg))
@@ -423,6 +426,39 @@ def train_fraud_command(
                   f"threshold {report.threshold:.4f} (≤ {max_fpr:.1%} of legitimate payments on validation); "
                   f"feature table version {report.feature_version}; best round {report.best_iteration}; "
                   f"Ray Train {report.train_seconds:.1f} s; MLflow run {report.run_id}", highlight=False)
+
+
+@app.command("drift")
+@expected_failures
+def drift_command(
+    window_days: Annotated[int, typer.Option(help="The current window: the last N days of the feature "
+                                             "table.")] = 7,
+    drift_share: Annotated[float, typer.Option(help="Share of drifted feature columns that advises "
+                                               "retraining.")] = 0.3,
+) -> None:
+    """Evidently drift of the latest features, the champion's scores and matured labels vs the training reference."""
+    import datetime as dt
+
+    from paylake.ml.drift import DriftOptions, run_drift
+    from paylake.settings import load_settings
+
+    options = DriftOptions(window=dt.timedelta(days=window_days), drift_share=drift_share)
+    with console.status("comparing the latest window with the training reference"):
+        report = run_drift(load_settings(), options)
+    rows = [(column, "drifted" if d["drifted"] else "-", d["method"], f"{d['score']:.3f}")
+            for column, d in sorted(report.columns.items(), key=lambda item: -item[1]["score"])]
+    console.print(summary_table(f"feature drift: {report.current_rows:,} current vs {report.reference_rows:,} "
+                                "reference rows", ["column", "decision", "method", "score"], rows))
+    scores = {None: "no champion to score with", True: "drifted", False: "stable"}[report.score_drifted]
+    labels = ("no matured window yet" if report.label_drift is None else
+              f"{'drifted' if report.label_drift.get('drifted') else 'stable'} (fraud share "
+              f"{report.label_drift['matured_rate']:.4f} vs {report.label_drift['reference_rate']:.4f})")
+    console.print(f"drifted feature columns: {report.drifted_share:.0%} (threshold {drift_share:.0%}); scores: "
+                  f"{scores}; labels: {labels}; report: {report.location}", highlight=False)
+    if report.retrain_advised:
+        console.print("[bold yellow]verdict: retraining advised[/] (paylake train fraud)")
+        raise typer.Exit(3)
+    console.print("[green]verdict: no retraining needed[/]")
 
 
 @app.command("load")

@@ -19,7 +19,7 @@ class StepResult:
 def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> list[StepResult]:
     """migrate → seed (once) → extract into bronze (creating the CDC slot first) → drain the CDC slot into
     bronze (deletes) → silver + gold star → Snowflake → fraud features + online store → fraud model (once per
-    feature version) → business queries → smoke checks."""
+    feature version) → drift report → business queries → smoke checks."""
     from paylake.raycluster import init_ray
     from paylake.smoke import run_smoke
     from paylake.sources.generator import SCALES
@@ -129,6 +129,20 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
                 f"recall at 1% FPR {model['recall_at_1pct_fpr']:.3f}")
 
     step("train fraud (Ray Train, MLflow)", train)
+
+    def drift() -> str:
+        from paylake.errors import PaylakeError
+        from paylake.ml.drift import run_drift
+
+        try:
+            report = run_drift(settings)
+        except PaylakeError as exc:  # too little history for a reference: say so, go on
+            return f"not measured: {exc}"
+        verdict = "retraining advised" if report.retrain_advised else "no retraining needed"
+        return (f"{report.drifted_share:.0%} of feature columns drifted over the last 7 days; {verdict}; "
+                f"report in {report.location}")
+
+    step("drift (Evidently)", drift)
 
     def queries() -> str:
         from paylake.warehouse.queries import list_queries, run_query

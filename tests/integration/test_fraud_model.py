@@ -12,8 +12,15 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import average_precision_score
 
-from paylake.ml.fraud import (Encoding, TrainOptions, fit_lightgbm, threshold_at_fpr, time_split, train_fraud,
-                              training_table)
+from paylake.ml.fraud import (
+    Encoding,
+    TrainOptions,
+    fit_lightgbm,
+    threshold_at_fpr,
+    time_split,
+    train_fraud,
+    training_table,
+)
 
 OPTIONS = TrainOptions(maturity=dt.timedelta(days=10), max_rounds=200, early_stopping_rounds=30)
 

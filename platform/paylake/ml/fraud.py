@@ -158,6 +158,7 @@ def _train_loop(config: dict) -> None:
     from ray.train import Checkpoint
     from ray.train.lightgbm import get_network_params
 
+    started = time.perf_counter()
     encoding = Encoding.from_json(config["encoding"])
     train = ray.train.get_dataset_shard("train").materialize().to_arrow_refs()
     valid = ray.train.get_dataset_shard("valid").materialize().to_arrow_refs()
@@ -168,6 +169,7 @@ def _train_loop(config: dict) -> None:
                          categorical_feature=categorical, free_raw_data=False)
     dvalid = lgb.Dataset(encoding.matrix(valid_table), label=valid_table["label"].to_numpy(),
                          categorical_feature=categorical, reference=dtrain)
+    loaded = time.perf_counter()  # shards read and encoded (LightGBM bins them inside train: networked)
     context = ray.train.get_context()
     params = dict(config["params"])
     if context.get_world_size() > 1:
@@ -176,7 +178,8 @@ def _train_loop(config: dict) -> None:
     booster = lgb.train(params, dtrain, num_boost_round=config["max_rounds"], valid_sets=[dvalid],
                         valid_names=["valid"],
                         callbacks=[lgb.early_stopping(config["early_stopping_rounds"], verbose=False)])
-    metrics = {"best_iteration": booster.best_iteration,
+    metrics = {"best_iteration": booster.best_iteration, "seconds_data": loaded - started,
+               "seconds_train": time.perf_counter() - loaded,
                "valid_average_precision": float(booster.best_score["valid"]["average_precision"]),
                "train_rows_on_worker": train_table.num_rows}
     if context.get_world_rank() == 0:
@@ -188,9 +191,9 @@ def _train_loop(config: dict) -> None:
 
 
 def fit_lightgbm(settings: Settings, parts: dict[str, pa.Table], encoding: Encoding, options: TrainOptions,
-                 run_name: str):
+                 run_name: str, extra_params: dict | None = None):
     """Train on ``parts['train']`` with early stopping on ``parts['valid']`` through Ray Train; returns
-    (booster, metrics of rank 0, seconds)."""
+    (booster, metrics of rank 0, seconds). ``extra_params`` override LightGBM's parameters."""
     import lightgbm as lgb
     import ray.data
     from ray.train import DataConfig, RunConfig, ScalingConfig
@@ -205,7 +208,7 @@ def fit_lightgbm(settings: Settings, parts: dict[str, pa.Table], encoding: Encod
     params = {"objective": "binary", "metric": "average_precision", "learning_rate": options.learning_rate,
               "num_leaves": options.num_leaves, "min_data_in_leaf": 40, "feature_fraction": 0.9,
               "lambda_l2": 1.0, "scale_pos_weight": negatives / max(positives, 1), "verbose": -1,
-              "seed": 7, "deterministic": True}
+              "seed": 7, "deterministic": True, **(extra_params or {})}
     columns = ["label", *encoding.columns]
     datasets = {name: ray.data.from_arrow(parts[name].select(columns)) for name in ("train", "valid")}
     trainer = LightGBMTrainer(
@@ -342,7 +345,8 @@ def train_fraud(settings: Settings, options: TrainOptions = TrainOptions(), prog
                            "best_iteration": worker_metrics.get("best_iteration"), "threshold": threshold,
                            "max_fpr": options.max_fpr, "maturity_days": options.maturity.days,
                            "feature_table": "gold/features/fraud", "feature_table_version": feature_version,
-                           "labels_as_of": as_of.isoformat(), "features": len(encoding.columns)})
+                           "labels_as_of": as_of.isoformat(), "features": len(encoding.columns),
+                           "train_until": parts["valid"]["datetime"][0].as_py().isoformat()})
         for name, values in metrics.items():
             mlflow.log_metrics({f"test_{name}_{k}": v for k, v in values.items()})
         mlflow.log_metric("valid_average_precision", worker_metrics.get("valid_average_precision", 0.0))

@@ -34,6 +34,7 @@ class SeedSpec:
     fraud_rate: float = 0.005  # share of transactions that are fraud (0.1–1 %)
     log_sessions: int = 40
     anomalous_log_fraction: float = 0.2
+    drift_days: int = 0  # the last N days are a shifted period (pricier, more cross-border): drift tests
 
     @property
     def start(self) -> dt.date:
@@ -78,6 +79,8 @@ def generate(spec: SeedSpec) -> SeedData:
     devices = _devices(rng, customers)
     payment_methods = _payment_methods(rng, customers)
     tx = _legit_transactions(spec, rng, customers, merchants, products, devices, payment_methods)
+    if spec.drift_days:
+        _shift_period(spec, rng, tx, merchants, products)
     tx, changes, devices = _inject_fraud(spec, rng, tx, customers, merchants, products, devices, payment_methods)
     transaction, status_change, scenario = _finalise(spec, tx, changes, merchants, products)
     stats = {
@@ -329,6 +332,18 @@ def _legit_transactions(spec, rng, customers, merchants, products, devices, paym
         "product": _pick(rng, products["start"], products["count"], merchant_idx),
         "status": status, "scenario": np.full(n, "", dtype=object),
     }
+
+
+def _shift_period(spec, rng, tx: dict, merchants: dict, products: dict) -> None:
+    """The last ``drift_days`` days change: a price and currency-mix shift (amounts x2.2) and half
+    of the payments going cross-border (merchants drawn from every country)."""
+    end_s = int(dt.datetime.combine(spec.end + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp())
+    rows = np.flatnonzero(tx["time"] >= end_s - spec.drift_days * DAY_S)
+    tx["amount_eur"][rows] = tx["amount_eur"][rows] * 2.2
+    abroad = rows[rng.random(len(rows)) < 0.5]
+    popularity = merchants["popularity"]
+    tx["merchant"][abroad] = rng.choice(len(popularity), size=len(abroad), p=popularity / popularity.sum())
+    tx["product"][abroad] = _pick(rng, products["start"], products["count"], tx["merchant"][abroad])
 
 
 # ----------------------------------------------------------------------------- fraud

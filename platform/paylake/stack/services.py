@@ -419,6 +419,9 @@ class RayHead(Service):
         # Local head only: every Ray port is bound to loopback. Clusters enable token auth (cluster/).
         env.setdefault("RAY_AUTH_MODE", "disabled")
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # processes of this head that look for "the" cluster (Ray Train's placement-group cleaner) find
+        # this one, also when another stack's head runs on the machine (make demo beside make test)
+        env["RAY_ADDRESS"] = self.address(ctx)
         return env
 
     def url(self, ctx: StackContext) -> str:

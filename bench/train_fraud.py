@@ -1,0 +1,82 @@
+"""Fraud model training through Ray Train next to plain single-process ``lightgbm.train``
+with the same parameters on the same rows, in one run.
+
+    .venv/bin/python bench/train_fraud.py [--workers 2] [--skip-setup-check]
+
+Rows: the labelled feature rows of the ``paylake_bench`` world (bench scale, ≥ 1 M
+training rows), time split as ``paylake train fraud`` does. Ray Train's wall time
+is split into start-up (controller, worker group, placement), data (shards read
+and encoded on the workers) and training proper (LightGBM, binning included);
+the plain run into data (encoding) and training. Target: training proper
+≤ 1.3x of the plain run's. Early stopping is off in both (a fixed number of
+rounds) so both grow the same number of trees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+from common import bench_lake
+
+from paylake.ml.feature_build import build_features
+from paylake.ml.fraud import Encoding, TrainOptions, fit_lightgbm, time_split, training_table
+from paylake.report import console, summary_table
+from paylake.settings import load_settings
+
+ROUNDS = 200
+
+
+def main() -> None:
+    import lightgbm as lgb
+    import numpy as np
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-setup-check", action="store_true")
+    args = parser.parse_args()
+    settings = bench_lake(load_settings(), args.skip_setup_check)
+    built = build_features(settings)
+    console.print(f"feature table: {built.state} ({built.seconds:.1f} s)", style="dim")
+    options = dataclasses.replace(TrainOptions(), num_workers=args.workers, max_rounds=ROUNDS,
+                                  early_stopping_rounds=ROUNDS + 1)
+    table, version, _ = training_table(settings, options)
+    parts = time_split(table, options.valid_fraction, options.test_fraction)
+    encoding = Encoding.fit(parts["train"])
+    console.print(f"{parts['train'].num_rows:,} training rows, {parts['valid'].num_rows:,} validation rows")
+
+    booster, metrics, total = fit_lightgbm(settings, parts, encoding, options, "bench-train")
+    ray_data, ray_train = metrics["seconds_data"], metrics["seconds_train"]
+    ray_startup = total - ray_data - ray_train
+
+    begin = time.perf_counter()
+    x_train, x_valid = encoding.matrix(parts["train"]), encoding.matrix(parts["valid"])
+    y_train = parts["train"]["label"].to_numpy()
+    plain_data = time.perf_counter() - begin
+    positives = int(np.sum(y_train))
+    params = {"objective": "binary", "metric": "average_precision", "learning_rate": options.learning_rate,
+              "num_leaves": options.num_leaves, "min_data_in_leaf": 40, "feature_fraction": 0.9, "lambda_l2": 1.0,
+              "scale_pos_weight": (len(y_train) - positives) / max(positives, 1), "verbose": -1, "seed": 7,
+              "deterministic": True, "num_threads": args.workers}
+    categorical = list(encoding.categories)
+    begin = time.perf_counter()
+    lgb.train(params, lgb.Dataset(x_train, label=y_train, categorical_feature=categorical), num_boost_round=ROUNDS,
+              valid_sets=[lgb.Dataset(x_valid, label=parts["valid"]["label"].to_numpy(),
+                                      categorical_feature=categorical)])
+    plain_train = time.perf_counter() - begin
+
+    rows = [("start-up (controller, worker group)", f"{ray_startup:.1f}", "-", "-"),
+            ("data (read shards, encode)", f"{ray_data:.1f}", f"{plain_data:.1f}", f"{ray_data / plain_data:.2f}x"),
+            (f"training proper ({ROUNDS} rounds)", f"{ray_train:.1f}", f"{plain_train:.1f}",
+             f"{ray_train / plain_train:.2f}x"),
+            ("total", f"{total:.1f}", f"{plain_data + plain_train:.1f}",
+             f"{total / (plain_data + plain_train):.2f}x")]
+    console.print(summary_table(f"bench/train_fraud.py — {parts['train'].num_rows:,} rows, feature version {version}",
+                                ["phase", f"Ray Train ({args.workers} workers) s", f"plain lightgbm "
+                                 f"({args.workers} threads) s", "ratio"], rows))
+    console.print(f"target: training proper ≤ 1.3x of plain: {ray_train / plain_train:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

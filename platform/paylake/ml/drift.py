@@ -1,0 +1,235 @@
+"""``paylake drift``: is the fraud model still looking at the world it was trained on?
+
+The latest ``window`` of the feature table (*current*) is compared with the
+training reference (the feature rows before the champion's validation window,
+after the first ``warm_up`` days whose windows lack history; a deterministic
+sample), with Evidently (0.7 API): ``DataDriftPreset`` with its tests, one
+drift decision per column (Wasserstein distance for numbers, Jensen-Shannon for
+categories). Three checks:
+
+- **feature drift**: the monitored feature columns (cumulative counters such as
+  a merchant's transactions so far grow by construction and are left out);
+- **prediction drift**: the champion's score distribution on both windows;
+- **label drift**: the fraud share of the latest *matured* window (labels
+  older than the maturity) against the reference, once such a window exists.
+
+The HTML report and a JSON summary (share of drifted columns, per-column
+decision, method and score, the verdict) go to the lake under
+``reports/drift/<date>/`` and to MLflow (experiment ``paylake-drift``).
+Retraining is advised when the share of drifted feature columns reaches
+``drift_share``, or the scores drifted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from paylake.errors import PaylakeError
+from paylake.ml import features
+from paylake.ml.labels import CONFIRMATIONS_SQL, DEFAULT_MATURITY
+from paylake.settings import Settings
+from paylake.stores import lake
+
+EXPERIMENT = "paylake-drift"
+CUMULATIVE = ("merch_txns_before", "merch_frauds_before", "tenure_days")  # grow with time by construction
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    window: dt.timedelta = dt.timedelta(days=7)
+    warm_up: dt.timedelta = dt.timedelta(days=30)  # the longest feature window: no full history before
+    drift_share: float = 0.3  # share of drifted feature columns that advises retraining
+    reference_rows: int = 50_000
+    min_current_rows: int = 200  # fewer payments in the current window tell nothing
+    maturity: dt.timedelta = DEFAULT_MATURITY
+    model_name: str = "paylake-fraud"
+
+
+@dataclass
+class DriftReport:
+    as_of: dt.datetime
+    reference_rows: int
+    current_rows: int
+    drifted_share: float
+    columns: dict[str, dict] = field(default_factory=dict)  # column -> {drifted, method, score}
+    score_drifted: bool | None = None  # None: no champion model to score with
+    label_drift: dict | None = None  # None: no matured window yet
+    retrain_advised: bool = False
+    location: str = ""
+    seconds: float = 0.0
+
+
+def monitored_columns() -> tuple[list[str], list[str]]:
+    """(numerical, categorical) feature columns under watch."""
+    numerical = [c for c in features.feature_columns() if c not in features.CATEGORICAL and c not in CUMULATIVE]
+    return numerical, list(features.CATEGORICAL)
+
+
+def _champion(settings: Settings, name: str):
+    """(pyfunc model, its encoding, its training reference end) or None when there is no champion."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from paylake.ml.fraud import Encoding
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    metadata = model.metadata.metadata or {}
+    params = client.get_run(version.run_id).data.params
+    until = params.get("train_until")
+    return model, Encoding.from_json(metadata["encoding"]), dt.datetime.fromisoformat(until) if until else None
+
+
+def _windows(settings: Settings, options: DriftOptions, reference_end: dt.datetime | None):
+    import duckdb
+
+    from paylake.ml.feature_build import feature_uri
+    from paylake.transform.silver import entity_uri
+
+    uri = feature_uri(settings)
+    if lake.table_version(settings, uri) is None:
+        raise PaylakeError("the feature table gold/features/fraud does not exist: run 'paylake features' first")
+    con = duckdb.connect()
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        con.register("feature_rows", lake.dataset(settings, uri))
+        con.register("status_change", lake.dataset(settings, entity_uri(settings, "status_change")))
+        ((first, as_of),) = con.execute("select min(datetime), max(datetime) from feature_rows").fetchall()
+        if as_of is None:
+            raise PaylakeError("the feature table is empty")
+        current_from = as_of - options.window
+        reference_from = first + options.warm_up
+        reference_to = min(reference_end or current_from, current_from)
+        if reference_to - reference_from < options.window:
+            raise PaylakeError(f"too little history for a drift reference: {first:%Y-%m-%d} to {as_of:%Y-%m-%d} "
+                               f"leaves less than {options.window.days} day(s) after the {options.warm_up.days}-day "
+                               "warm-up and before the current window")
+        con.execute(f"create view confirmations as {CONFIRMATIONS_SQL}")
+        labelled = ("select f.*, (c.confirmed_at is not null and c.confirmed_at <= ?::timestamptz)::integer as label"
+                    " from feature_rows f left join confirmations c using (transactionid)")
+        reference = con.sql(f"select * from ({labelled}) where datetime >= ?::timestamptz and datetime < "
+                            f"?::timestamptz using sample reservoir({int(options.reference_rows)} rows) repeatable (7)",
+                            params=[as_of, reference_from, reference_to]).to_arrow_table()
+        current = con.sql(f"select * from ({labelled}) where datetime >= ?::timestamptz",
+                          params=[as_of, current_from]).to_arrow_table()
+        matured_to = as_of - options.maturity
+        matured = None
+        if matured_to - options.window >= reference_to:
+            matured = con.sql(f"select * from ({labelled}) where datetime >= ?::timestamptz and datetime < "
+                              "?::timestamptz", params=[as_of, matured_to - options.window, matured_to]).to_arrow_table()
+    finally:
+        con.close()
+    return reference, current, matured, as_of
+
+
+def _evidently(reference, current, numerical: list[str], categorical: list[str], drift_share: float):
+    """Run Evidently's drift preset with tests; returns (snapshot, {column: decision})."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+    columns = numerical + categorical
+    report = Report([DataDriftPreset(columns=columns, drift_share=drift_share)], include_tests=True)
+    snapshot = report.run(current_data=Dataset.from_pandas(current[columns], data_definition=definition),
+                          reference_data=Dataset.from_pandas(reference[columns], data_definition=definition))
+    raw = snapshot.json()
+    summary = json.loads(raw) if isinstance(raw, str) else raw
+    scores = {m["config"].get("column"): (m["config"].get("method"), m["value"]) for m in summary["metrics"]
+              if m["config"].get("type", "").endswith("ValueDrift")}
+    decisions = {}
+    for test in summary.get("tests", []):
+        column = test.get("metric_config", {}).get("params", {}).get("column")
+        if column in scores:
+            method, score = scores[column]
+            decisions[column] = {"drifted": test.get("status") != "SUCCESS", "method": method, "score": float(score)}
+    return snapshot, decisions
+
+
+def _frame(table: pa.Table, numerical: list[str], categorical: list[str]):
+    frame = table.select([c for c in numerical + categorical if c in table.column_names]).to_pandas()
+    for column in categorical:
+        frame[column] = frame[column].astype(str)
+    return frame
+
+
+def run_drift(settings: Settings, options: DriftOptions = DriftOptions()) -> DriftReport:
+    """The three checks, the report in the lake and MLflow, and the verdict."""
+    import mlflow
+
+    begin = time.perf_counter()
+    champion = _champion(settings, options.model_name)
+    reference, current, matured, as_of = _windows(settings, options, champion[2] if champion else None)
+    if current.num_rows < options.min_current_rows or reference.num_rows < options.min_current_rows:
+        raise PaylakeError(f"too few payments to compare: {current.num_rows:,} in the current window (the "
+                           f"{options.window.days} day(s) up to {as_of:%Y-%m-%d %H:%M}), {reference.num_rows:,} in the "
+                           f"reference; at least {options.min_current_rows:,} each are needed: widen --window-days")
+    numerical, categorical = monitored_columns()
+    ref_frame, cur_frame = _frame(reference, numerical, categorical), _frame(current, numerical, categorical)
+    watched = list(numerical)
+    if champion is not None:
+        model, encoding, _ = champion
+        ref_frame["score"] = model.predict(encoding.matrix(reference))
+        cur_frame["score"] = model.predict(encoding.matrix(current))
+        watched.append("score")
+    snapshot, decisions = _evidently(ref_frame, cur_frame, watched, categorical, options.drift_share)
+    feature_columns = [c for c in decisions if c != "score"]
+    drifted = sum(decisions[c]["drifted"] for c in feature_columns) / max(len(feature_columns), 1)
+    report = DriftReport(as_of, reference.num_rows, current.num_rows, drifted,
+                         {c: decisions[c] for c in feature_columns})
+    if champion is not None and "score" in decisions:
+        report.score_drifted = decisions["score"]["drifted"]
+    if matured is not None and matured.num_rows:
+        import pandas as pd
+
+        _, labels = _evidently(pd.DataFrame({"label": reference["label"].to_pylist()}).astype(str),
+                               pd.DataFrame({"label": matured["label"].to_pylist()}).astype(str), [], ["label"], 1.0)
+        report.label_drift = dict(labels.get("label", {}), reference_rate=float(pa.compute.mean(reference["label"])
+                                                                                .as_py()),
+                                  matured_rate=float(pa.compute.mean(matured["label"]).as_py()))
+    report.retrain_advised = drifted >= options.drift_share or bool(report.score_drifted)
+    report.seconds = time.perf_counter() - begin
+    summary = {"as_of": as_of.isoformat(), "reference_rows": report.reference_rows,
+               "current_rows": report.current_rows, "drifted_share": drifted, "drift_share_threshold":
+               options.drift_share, "columns": report.columns, "score_drifted": report.score_drifted,
+               "label_drift": report.label_drift, "retrain_advised": report.retrain_advised}
+    report.location = _store(settings, snapshot, summary, as_of)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=f"drift-{as_of:%Y%m%d}"):
+        mlflow.log_metrics({"drifted_share": drifted, "retrain_advised": float(report.retrain_advised)})
+        mlflow.log_dict(summary, "drift_summary.json")
+        with tempfile.TemporaryDirectory() as folder:
+            html = Path(folder, "drift_report.html")
+            snapshot.save_html(str(html))
+            mlflow.log_artifact(str(html))
+    return report
+
+
+def _store(settings: Settings, snapshot, summary: dict, as_of: dt.datetime) -> str:
+    """The HTML report and the JSON summary under ``<lake_root>/reports/drift/<date>/``."""
+    base = lake.table_uri(settings, "reports", "drift", f"{as_of:%Y-%m-%d}")
+    fs = lake.filesystem(settings)
+    path = base.removeprefix("s3://")
+    if not settings.lake_is_s3:
+        fs.create_dir(path, recursive=True)
+    with tempfile.TemporaryDirectory() as folder:
+        html = Path(folder, "report.html")
+        snapshot.save_html(str(html))
+        with fs.open_output_stream(f"{path}/report.html") as sink:
+            sink.write(html.read_bytes())
+    with fs.open_output_stream(f"{path}/summary.json") as sink:
+        sink.write(json.dumps(summary, indent=2, default=str).encode())
+    return base
