@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,3 +96,11 @@ def bench_lake(main: Settings, skip_check: bool = False) -> Settings:
     extract(settings)
     build_silver(settings)
     return settings
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every bench on the ``paylake_bench`` world takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-setup-check", action="store_true",
+                        help=f"assume {BENCH_DB} is seeded (skip the row counts)")
+    return parser

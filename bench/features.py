@@ -12,11 +12,10 @@ in this process, every thread of the machine. Target: ≥ 1.0x. Runs on the
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import ray
-from common import Result, bench_lake, best_of
+from common import Result, bench_lake, bench_parser, best_of
 
 from paylake.ml import features
 from paylake.ml.feature_build import _family, silver_connection
@@ -50,9 +49,8 @@ def duckdb_one_process(settings: Settings) -> Result:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--skip-setup-check", action="store_true")
     args = parser.parse_args()
     settings = bench_lake(load_settings(), args.skip_setup_check)
     init_ray(settings)

@@ -14,11 +14,10 @@ rounds) so both grow the same number of trees.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
-from common import bench_lake
+from common import bench_lake, bench_parser
 
 from paylake.ml.feature_build import build_features
 from paylake.ml.fraud import Encoding, TrainOptions, fit_lightgbm, time_split, training_table
@@ -32,9 +31,8 @@ def main() -> None:
     import lightgbm as lgb
     import numpy as np
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--skip-setup-check", action="store_true")
     args = parser.parse_args()
     settings = bench_lake(load_settings(), args.skip_setup_check)
     built = build_features(settings)
