@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from paylake.errors import PaylakeError
 from paylake.ml import features
@@ -196,9 +197,9 @@ def run_drift(settings: Settings, options: DriftOptions = DriftOptions()) -> Dri
 
         _, labels = _evidently(pd.DataFrame({"label": reference["label"].to_pylist()}).astype(str),
                                pd.DataFrame({"label": matured["label"].to_pylist()}).astype(str), [], ["label"], 1.0)
-        report.label_drift = dict(labels.get("label", {}), reference_rate=float(pa.compute.mean(reference["label"])
+        report.label_drift = dict(labels.get("label", {}), reference_rate=float(pc.mean(reference["label"])
                                                                                 .as_py()),
-                                  matured_rate=float(pa.compute.mean(matured["label"]).as_py()))
+                                  matured_rate=float(pc.mean(matured["label"]).as_py()))
     report.retrain_advised = drifted >= options.drift_share or bool(report.score_drifted)
     report.seconds = time.perf_counter() - begin
     summary = {"as_of": as_of.isoformat(), "reference_rows": report.reference_rows,

@@ -28,6 +28,7 @@ from typing import Protocol
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from paylake.ml import features
 from paylake.settings import Settings
@@ -258,7 +259,7 @@ def transaction_features(store: OnlineStore, txn: dict) -> dict:
     location = relations["location"]
     if location.num_rows:
         target = target.set_column(7, "country", pa.array([location["country"][0].as_py()], pa.string()))
-    history = relations["events"].filter(pa.compute.not_equal(relations["events"]["transactionid"],
+    history = relations["events"].filter(pc.not_equal(relations["events"]["transactionid"],
                                                               int(txn["transactionid"])))
     events = pa.concat_tables([
         history.append_column("is_target", pa.repeat(pa.scalar(False), history.num_rows)),
