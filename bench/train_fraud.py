@@ -33,12 +33,13 @@ def main() -> None:
 
     parser = bench_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tree-learner", default="data_parallel", choices=["data_parallel", "voting"])
     args = parser.parse_args()
     settings = bench_lake(load_settings(), args.skip_setup_check)
     built = build_features(settings)
     console.print(f"feature table: {built.state} ({built.seconds:.1f} s)", style="dim")
     options = dataclasses.replace(TrainOptions(), num_workers=args.workers, max_rounds=ROUNDS,
-                                  early_stopping_rounds=ROUNDS + 1)
+                                  early_stopping_rounds=ROUNDS + 1, tree_learner=args.tree_learner)
     table, version, _ = training_table(settings, options)
     parts = time_split(table, options.valid_fraction, options.test_fraction)
     encoding = Encoding.fit(parts["train"])
@@ -73,6 +74,8 @@ def main() -> None:
     console.print(summary_table(f"bench/train_fraud.py — {parts['train'].num_rows:,} rows, feature version {version}",
                                 ["phase", f"Ray Train ({args.workers} workers) s", f"plain lightgbm "
                                  f"({args.workers} threads) s", "ratio"], rows))
+    console.print(f"rows per worker: {metrics.get('train_rows_on_worker'):,} (rank 0); tree learner "
+                  f"{args.tree_learner}")
     console.print(f"target: training proper ≤ 1.3x of plain: {ray_train / plain_train:.2f}x")
 
 

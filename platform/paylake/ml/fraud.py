@@ -57,6 +57,7 @@ class TrainOptions:
     learning_rate: float = 0.05
     num_leaves: int = 31
     max_fpr: float = 0.01  # the business rule of the threshold
+    tree_learner: str = "data_parallel"  # with several workers: data_parallel or voting (less network per split)
     model_name: str = MODEL_NAME
     experiment: str = EXPERIMENT
 
@@ -173,7 +174,7 @@ def _train_loop(config: dict) -> None:
     context = ray.train.get_context()
     params = dict(config["params"])
     if context.get_world_size() > 1:
-        params.update({"tree_learner": "data_parallel", "pre_partition": True, **get_network_params()})
+        params.update({"tree_learner": config["tree_learner"], "pre_partition": True, **get_network_params()})
     params["num_threads"] = int(config["threads"])
     booster = lgb.train(params, dtrain, num_boost_round=config["max_rounds"], valid_sets=[dvalid],
                         valid_names=["valid"],
@@ -214,7 +215,8 @@ def fit_lightgbm(settings: Settings, parts: dict[str, pa.Table], encoding: Encod
     trainer = LightGBMTrainer(
         _train_loop,
         train_loop_config={"encoding": encoding.to_json(), "params": params, "threads": 1,
-                           "max_rounds": options.max_rounds, "early_stopping_rounds": options.early_stopping_rounds},
+                           "max_rounds": options.max_rounds, "early_stopping_rounds": options.early_stopping_rounds,
+                           "tree_learner": options.tree_learner},
         scaling_config=ScalingConfig(num_workers=options.num_workers, resources_per_worker={"CPU": 1}),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
