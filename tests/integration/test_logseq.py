@@ -1,0 +1,44 @@
+"""The log-sequence model on Ray Train (2 workers): it learns normal sessions, flags a session with
+an out-of-place or unknown key, and a run killed after an epoch resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from paylake.ml.logseq import LogModelConfig, score_sessions, train_model
+
+CONFIG = LogModelConfig(vocabulary_size=12, window=4, top_g=2, epochs=20, hidden=32, embedding=16,
+                        batch_size=128, learning_rate=0.01)
+RESUME = LogModelConfig(vocabulary_size=12, window=4, top_g=2, epochs=4, hidden=16, embedding=8)
+
+
+def normal_session(rng: random.Random) -> list[int]:
+    """login, then 1–4 read/write pairs, then logout: 1 (2 3)+ 4 5."""
+    return [1] + [k for _ in range(rng.randint(1, 4)) for k in (2, 3)] + [4, 5]
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    rng = random.Random(3)
+    return [normal_session(rng) for _ in range(600)]
+
+
+def test_two_workers_learn_normal_sessions_and_flag_anomalies(ray_cluster, sessions, tmp_path):
+    model, metrics, _ = train_model(sessions, CONFIG, num_workers=2, run_name="test-logseq",
+                                    storage_path=str(tmp_path))
+    assert metrics["epoch"] == CONFIG.epochs - 1
+    normal, out_of_place, unknown = [1, 2, 3, 2, 3, 4, 5], [1, 2, 3, 5, 4], [1, 2, 3, 0, 4, 5]
+    verdicts = score_sessions(model, [normal, out_of_place, unknown], CONFIG.window, CONFIG.top_g)
+    assert [v.anomalous for v in verdicts] == [False, True, True]
+    assert verdicts[1].lines[0]["seen"] == 5 and 4 in verdicts[1].lines[0]["expected"]
+    assert verdicts[2].lines[0] == {"position": 3, "seen": 0, "expected": verdicts[2].lines[0]["expected"]}
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(ray_cluster, sessions, tmp_path):
+    with pytest.raises(Exception, match="stopped after epoch 1"):
+        train_model(sessions, RESUME, num_workers=2, run_name="test-resume", storage_path=str(tmp_path),
+                    stop_after_epoch=1)
+    _, metrics, _ = train_model(sessions, RESUME, num_workers=2, run_name="test-resume", storage_path=str(tmp_path))
+    assert metrics["resumed_at_epoch"] == 2 and metrics["epoch"] == RESUME.epochs - 1
