@@ -11,6 +11,13 @@ merges are idempotent and the last version per key wins).
 One slot per source database, ``paylake_cdc_<database>`` by default: slot
 names are cluster-wide, and a database with a slot cannot be dropped until the
 slot is (``drop_database_slots``).
+
+A slot's identity is its consistent point (the LSN its stream starts at),
+recorded at creation in ``public.paylake_cdc_slot`` (PostgreSQL does not keep
+it). Each PostgreSQL bronze table records the identity of the slot it was
+reconciled with; a table whose record differs from the current slot's (the
+slot was dropped and made again, even by an extraction of other tables) is
+reloaded whole.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ class Slot:
 
     name: str
     created: bool  # made by this call
-    consistent_lsn: str | None  # where its stream starts (known when created here)
+    consistent_lsn: str | None  # where its stream starts: the slot's identity (None: made before it was recorded)
 
 
 def default_slot(settings: Settings) -> str:
@@ -85,6 +92,14 @@ def find_slot(conn: psycopg.Connection, slot: str) -> tuple[str, str, str] | Non
     return tuple(row) if row else None
 
 
+REGISTRY = "public.paylake_cdc_slot"
+
+
+def _registry(conn: psycopg.Connection) -> None:
+    conn.execute(f"create table if not exists {REGISTRY} (slot_name text primary key, consistent_lsn pg_lsn not null,"
+                 " created_at timestamptz not null default now())")
+
+
 def ensure_slot(settings: Settings, slot: str | None = None) -> Slot:
     """Create the logical replication slot unless it exists (``Slot.created``).
 
@@ -94,11 +109,15 @@ def ensure_slot(settings: Settings, slot: str | None = None) -> Slot:
     check_slot_name(slot)
     with postgres.connect(settings, autocommit=True) as conn:
         database = conn.execute("select current_database()").fetchone()[0]
+        _registry(conn)
         found = find_slot(conn, slot)
         if found is None:
             try:
                 (lsn,) = conn.execute("select lsn::text from pg_create_logical_replication_slot(%s, %s)",
                                       (slot, PLUGIN)).fetchone()
+                conn.execute(f"insert into {REGISTRY} (slot_name, consistent_lsn) values (%s, %s) on conflict"
+                             " (slot_name) do update set consistent_lsn = excluded.consistent_lsn, created_at = now()",
+                             (slot, lsn))
                 log.info("created replication slot %s (%s) in %s at %s", slot, PLUGIN, database, lsn)
                 return Slot(slot, True, lsn)
             except psycopg.errors.DuplicateObject:  # created concurrently
@@ -109,7 +128,9 @@ def ensure_slot(settings: Settings, slot: str | None = None) -> Slot:
     if plugin != PLUGIN or slot_database != database:
         raise PaylakeError(f"replication slot {slot} exists for database {slot_database} with plugin {plugin}: "
                            f"slot names are cluster-wide, choose another --slot (e.g. paylake_cdc_{database})")
-    return Slot(slot, False, None)
+    with postgres.connect(settings) as conn:
+        row = conn.execute(f"select consistent_lsn::text from {REGISTRY} where slot_name = %s", (slot,)).fetchone()
+    return Slot(slot, False, row[0] if row else None)
 
 
 def drop_slot(settings: Settings, slot: str | None = None) -> bool:

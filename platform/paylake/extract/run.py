@@ -17,9 +17,10 @@ A crash anywhere leaves the table at its previous batch; a re-run converges.
 
 Before reading PostgreSQL, the CDC replication slot of the database is created
 if missing (``cdc.slot``): deletes never show in an increment, only in the
-slot's stream, so the stream must start before the snapshot. A slot created
-while bronze tables exist (dropped, or a lake older than the slot) makes those
-tables reload in full: the changes in between are unknown.
+slot's stream, so the stream must start before the snapshot. Each PostgreSQL
+bronze table records the slot it was reconciled with (its consistent LSN); a
+table that has none or another one (the slot was made again, or the lake is
+older than it) reloads in full: the changes in between are unknown.
 """
 
 from __future__ import annotations
@@ -165,16 +166,17 @@ def extract(settings: Settings, *, only: list[str] | None = None, options: Extra
     if options.capture_changes and any(s.kind == "postgres" for s in chosen):
         slot = ensure_slot(settings)  # before any read: nothing committed from now on can be missed
         if slot.created:
-            log.info("replication slot %s created at %s: existing postgres bronze tables are reloaded in full",
+            log.info("replication slot %s created at %s: postgres bronze tables are reloaded in full",
                      slot.name, slot.consistent_lsn)
     with postgres.connect(settings) as conn, mongo.client(settings) as client:
         db = mongo.database(client, settings)
         for source in chosen:
             uri = bronze_uri(settings, source)
             state = lake.delta_state(settings, uri, APP_ID)
-            # a new slot: the deletes before it are unknown to bronze, so take the table whole
+            # reconciled with another slot (or none): the deletes in between are unknown, take the table whole
             incremental = state.exists and not options.full and not (
-                source.kind == "postgres" and slot is not None and slot.created)
+                source.kind == "postgres" and slot is not None
+                and state.state.get("cdc_slot") != slot.consistent_lsn)
             since = None
             if incremental and state.state.get("cursor"):
                 since = dt.datetime.fromisoformat(state.state["cursor"]) - options.overlap
@@ -204,7 +206,7 @@ def extract(settings: Settings, *, only: list[str] | None = None, options: Extra
     for index, (source, uri, state, incremental, tasks) in enumerate(plans):
         begin = time.perf_counter()
         table = finish_table(settings, source, uri, state, incremental, results.get(index, []), options,
-                             extracted_at)
+                             extracted_at, slot if source.kind == "postgres" else None)
         table.tasks = len(tasks)
         table.seconds = read_until.get(index, begin) - started + time.perf_counter() - begin
         report.tables.append(table)
@@ -213,7 +215,8 @@ def extract(settings: Settings, *, only: list[str] | None = None, options: Extra
 
 
 def finish_table(settings: Settings, source, uri: str, state: lake.DeltaState, incremental: bool,
-                 results: list[TaskResult], options: ExtractOptions, extracted_at: dt.datetime) -> TableReport:
+                 results: list[TaskResult], options: ExtractOptions, extracted_at: dt.datetime,
+                 slot: Slot | None = None) -> TableReport:
     """Quarantine, threshold, then the one commit of this table's batch."""
     name = f"{source.kind}.{source.name}"
     batch = state.batch + 1
@@ -231,6 +234,10 @@ def finish_table(settings: Settings, source, uri: str, state: lake.DeltaState, i
     cursors = [c for c in (r.cursor for r in results) if c] + ([state.state["cursor"]] if state.state.get(
         "cursor") else [])
     new_state = {"cursor": max(cursors, key=dt.datetime.fromisoformat) if cursors else None, "rows": rows}
+    if slot is not None:  # the slot whose stream this table is now reconciled with
+        new_state["cdc_slot"] = slot.consistent_lsn
+    elif "cdc_slot" in state.state:
+        new_state["cdc_slot"] = state.state["cdc_slot"]
     if options.crash_after_write and options.crash_after_write.lower() in (name.lower(), source.name.lower()):
         raise PaylakeError(f"{name}: crash injected after the data write, before the commit (test)")
     if not incremental:
