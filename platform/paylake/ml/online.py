@@ -16,7 +16,8 @@ holds no PII: ids, amounts, times, countries, categories, coordinates of
 cities. ``publish`` replaces it, in one transaction, with the state as of a
 point in time computed from silver; ``record_transaction`` and
 ``record_confirmation`` move it forward as payments and fraud confirmations
-happen; ``transaction_features`` reads a transaction's entities and runs the
+happen (events older than the longest window are dropped by the next publish;
+reads never look further back); ``transaction_features`` reads a transaction's entities and runs the
 feature definition (``paylake.ml.features``) over them: the same SQL as the
 batch path, so the two agree (``tests/integration/test_fraud_features.py``).
 """
@@ -113,14 +114,6 @@ class PostgresOnlineStore:
                          " set as_of = excluded.as_of, published_at = excluded.published_at", (as_of,))
             conn.commit()
 
-    def as_of(self) -> dt.datetime | None:
-        with self._connect() as conn:
-            try:
-                row = conn.execute(f"select as_of from {SCHEMA}.snapshot").fetchone()
-            except psycopg.errors.UndefinedTable:
-                return None
-        return row[0] if row else None
-
     def read(self, txn: dict) -> dict[str, pa.Table]:
         when = txn["datetime"]
         spans = {entity: when - span for entity, span in features.HISTORY.items()}
@@ -170,8 +163,7 @@ class PostgresOnlineStore:
                 conn.execute(f"insert into {SCHEMA}.first_seen values (%s, %s, %s, %s) on conflict (customerid,"
                              " kind, value) do update set seen_at = least(first_seen.seen_at, excluded.seen_at)",
                              (txn["customerid"], kind, value, txn["datetime"]))
-            conn.execute(f"delete from {SCHEMA}.event where datetime < %s", (txn["datetime"] - KEEP,))
-            conn.commit()
+            conn.commit()  # older events are left to the next publish: reads only look back KEEP
 
     def record_confirmation(self, merchantid: int, at: dt.datetime) -> None:
         with self._connect() as conn:
