@@ -1,7 +1,7 @@
 """Fraud model training through Ray Train next to plain single-process ``lightgbm.train``
 with the same parameters on the same rows, in one run.
 
-    .venv/bin/python bench/train_fraud.py [--workers 2] [--skip-setup-check]
+    .venv/bin/python bench/train_fraud.py [--workers 2] [--cpus-per-worker 1] [--skip-setup-check]
 
 Rows: the labelled feature rows of the ``paylake_bench`` world (bench scale, ≥ 1 M
 training rows), time split as ``paylake train fraud`` does. Ray Train's wall time
@@ -33,12 +33,13 @@ def main() -> None:
 
     parser = bench_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cpus-per-worker", type=int, default=1, help="LightGBM threads of each worker")
     parser.add_argument("--tree-learner", default="data_parallel", choices=["data_parallel", "voting"])
     args = parser.parse_args()
     settings = bench_lake(load_settings(), args.skip_setup_check)
     built = build_features(settings)
     console.print(f"feature table: {built.state} ({built.seconds:.1f} s)", style="dim")
-    options = dataclasses.replace(TrainOptions(), num_workers=args.workers, max_rounds=ROUNDS,
+    options = dataclasses.replace(TrainOptions(), num_workers=args.workers, cpus_per_worker=args.cpus_per_worker, max_rounds=ROUNDS,
                                   early_stopping_rounds=ROUNDS + 1, tree_learner=args.tree_learner)
     table, version, _ = training_table(settings, options)
     parts = time_split(table, options.valid_fraction, options.test_fraction)
@@ -57,7 +58,7 @@ def main() -> None:
     params = {"objective": "binary", "metric": "average_precision", "learning_rate": options.learning_rate,
               "num_leaves": options.num_leaves, "min_data_in_leaf": 40, "feature_fraction": 0.9, "lambda_l2": 1.0,
               "scale_pos_weight": (len(y_train) - positives) / max(positives, 1), "verbose": -1, "seed": 7,
-              "deterministic": True, "num_threads": args.workers}
+              "deterministic": True, "num_threads": args.workers * args.cpus_per_worker}
     categorical = list(encoding.categories)
     begin = time.perf_counter()
     lgb.train(params, lgb.Dataset(x_train, label=y_train, categorical_feature=categorical), num_boost_round=ROUNDS,
@@ -72,8 +73,8 @@ def main() -> None:
             ("total", f"{total:.1f}", f"{plain_data + plain_train:.1f}",
              f"{total / (plain_data + plain_train):.2f}x")]
     console.print(summary_table(f"bench/train_fraud.py — {parts['train'].num_rows:,} rows, feature version {version}",
-                                ["phase", f"Ray Train ({args.workers} workers) s", f"plain lightgbm "
-                                 f"({args.workers} threads) s", "ratio"], rows))
+                                ["phase", f"Ray Train ({args.workers} × {args.cpus_per_worker} CPU) s",
+                                 f"plain lightgbm ({args.workers * args.cpus_per_worker} threads) s", "ratio"], rows))
     console.print(f"rows per worker: {metrics.get('train_rows_on_worker'):,} (rank 0); tree learner "
                   f"{args.tree_learner}")
     console.print(f"target: training proper ≤ 1.3x of plain: {ray_train / plain_train:.2f}x")

@@ -428,6 +428,82 @@ def train_fraud_command(
                   f"Ray Train {report.train_seconds:.1f} s; MLflow run {report.run_id}", highlight=False)
 
 
+@train_app.command("logs")
+@expected_failures
+def train_logs_command(
+    workers: Annotated[int, typer.Option(help="Ray Train (TorchTrainer, DDP) workers.")] = 2,
+    window: Annotated[list[int] | None, typer.Option(help="Window h to try (repeat the option); the best on "
+                                                   "validation is kept.")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs per window.")] = 30,
+    hdfs: Annotated[bool, typer.Option(help="Also train and score the same model code on the public HDFS "
+                                       "sessions (../shared/data/hdfs) and print its figures.")] = True,
+) -> None:
+    """Log-sequence anomaly model (LSTM next-key, DeepLog) on the normal database sessions of silver."""
+    from paylake.ml.logseq import LogTrainOptions, train_logs
+    from paylake.settings import load_settings
+
+    options = LogTrainOptions(num_workers=workers, epochs=epochs,
+                              **({"windows": tuple(window)} if window else {}))
+    settings = load_settings()
+    with console.status("training") as status:
+        report = train_logs(settings, options, progress=lambda m: status.update(m))
+    names = ["precision", "recall", "f1", "fpr", "false_alerts_per_1000", "sessions", "anomalous"]
+    console.print(summary_table(
+        f"log-sequence model, h={report.window}, g={report.top_g} (chosen on validation), "
+        f"{report.vocabulary_size} keys", ["metric", "validation", "test (held out)"],
+        [(n, f"{report.valid[n]:.4f}", f"{report.test[n]:.4f}") for n in names]))
+    console.print(summary_table("test sessions flagged, per scenario", ["scenario", "flagged", "sessions"],
+                                [(k, hit, total) for k, (hit, total) in sorted(report.per_scenario.items())]))
+    skipped = ", ".join(f"{v} {k}" for k, v in report.skipped.items()) or "none"
+    console.print(f"{report.model_name} v{report.version} → alias {report.alias} ({report.alias_reason}); "
+                  f"sessions train/valid/test {report.sessions['train']}/{report.sessions['valid']}/"
+                  f"{report.sessions['test']}; skipped: {skipped}; Ray Train {report.train_seconds:.1f} s; "
+                  f"MLflow run {report.run_id}", highlight=False)
+    print(f"generated sessions (test): P {report.test['precision']:.4f} R {report.test['recall']:.4f} "
+          f"F1 {report.test['f1']:.4f}")
+    if hdfs:
+        from paylake.ml.logbench import HDFS_DATA, evaluate_hdfs, print_hdfs
+
+        if not HDFS_DATA.exists():
+            console.print(f"HDFS figures skipped: {HDFS_DATA} not found", style="yellow")
+            return
+        with console.status("HDFS: training and scoring the same model code"):
+            result = evaluate_hdfs(settings, workers=workers)
+        print_hdfs(result)
+
+
+monitor_app = typer.Typer(help="Security monitoring of the sources.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("logs")
+@expected_failures
+def monitor_logs_command(
+    export_rows: Annotated[int, typer.Option(help="Rule: a whole-table read or COPY of a table larger than this "
+                                             "is a mass export.")] = 1_000,
+    warehouse: Annotated[bool, typer.Option(help="Also load the alerts into Snowflake.")] = True,
+) -> None:
+    """Score the database sessions that arrived since the last run; alerts as JSON lines, to the lake and Snowflake."""
+    import json
+
+    from paylake.security.alerts import MonitorOptions, alert_uri, monitor_logs
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    with console.status("monitoring") as status:
+        report = monitor_logs(settings, MonitorOptions(export_rows=export_rows, load_warehouse=warehouse),
+                              progress=lambda m: status.update(m))
+    for alert in report.alerts:
+        print(json.dumps({**alert, "Evidence": json.loads(alert["Evidence"])}, default=str, sort_keys=True))
+    skipped = ", ".join(f"{v} {k}" for k, v in report.skipped.items()) or "none"
+    sources = ", ".join(f"{v} by {k}" for k, v in sorted(report.by_source.items())) or "none"
+    console.print(f"{report.new_sessions} new session(s) scored with paylake-logseq v{report.model_version}: "
+                  f"{len(report.alerts)} alert(s) ({sources}); skipped: {skipped}; alerts in {alert_uri(settings)}"
+                  + (f" and Snowflake SECURITY_Alert ({report.warehouse_rows} rows)"
+                     if report.warehouse_rows is not None else "") + f"; {report.seconds:.1f} s",
+                  highlight=False)
+
+
 @app.command("drift")
 @expected_failures
 def drift_command(

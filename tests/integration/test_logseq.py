@@ -11,7 +11,7 @@ from paylake.ml.logseq import LogModelConfig, score_sessions, train_model
 
 CONFIG = LogModelConfig(vocabulary_size=12, window=4, top_g=2, epochs=20, hidden=32, embedding=16,
                         batch_size=128, learning_rate=0.01)
-RESUME = LogModelConfig(vocabulary_size=12, window=4, top_g=2, epochs=4, hidden=16, embedding=8)
+RESUME = LogModelConfig(vocabulary_size=12, window=4, top_g=2, epochs=6, hidden=16, embedding=8, checkpoint_every=2)
 
 
 def normal_session(rng: random.Random) -> list[int]:
@@ -37,8 +37,8 @@ def test_two_workers_learn_normal_sessions_and_flag_anomalies(ray_cluster, sessi
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(ray_cluster, sessions, tmp_path):
-    with pytest.raises(Exception, match="stopped after epoch 1"):
+    with pytest.raises(Exception, match="stopped after epoch 2"):  # checkpoints after epochs 1, 3, 5
         train_model(sessions, RESUME, num_workers=2, run_name="test-resume", storage_path=str(tmp_path),
-                    stop_after_epoch=1)
+                    stop_after_epoch=2)
     _, metrics, _ = train_model(sessions, RESUME, num_workers=2, run_name="test-resume", storage_path=str(tmp_path))
     assert metrics["resumed_at_epoch"] == 2 and metrics["epoch"] == RESUME.epochs - 1

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from paylake.errors import PaylakeError
-from paylake.ml import features
+from paylake.ml import features, registry
 from paylake.ml.labels import CONFIRMATIONS_SQL, DEFAULT_MATURITY, labelled_sql
 from paylake.settings import Settings
 from paylake.stores import lake
@@ -49,6 +49,7 @@ EXPERIMENT = "paylake-fraud"
 @dataclass(frozen=True)
 class TrainOptions:
     num_workers: int = 2
+    cpus_per_worker: int = 1  # LightGBM threads of each worker (a worker's CPUs)
     maturity: dt.timedelta = DEFAULT_MATURITY
     valid_fraction: float = 0.15  # of the labelled days, before the test window
     test_fraction: float = 0.15  # the last days
@@ -214,10 +215,11 @@ def fit_lightgbm(settings: Settings, parts: dict[str, pa.Table], encoding: Encod
     datasets = {name: ray.data.from_arrow(parts[name].select(columns)) for name in ("train", "valid")}
     trainer = LightGBMTrainer(
         _train_loop,
-        train_loop_config={"encoding": encoding.to_json(), "params": params, "threads": 1,
+        train_loop_config={"encoding": encoding.to_json(), "params": params, "threads": options.cpus_per_worker,
                            "max_rounds": options.max_rounds, "early_stopping_rounds": options.early_stopping_rounds,
                            "tree_learner": options.tree_learner},
-        scaling_config=ScalingConfig(num_workers=options.num_workers, resources_per_worker={"CPU": 1}),
+        scaling_config=ScalingConfig(num_workers=options.num_workers,
+                                     resources_per_worker={"CPU": options.cpus_per_worker}),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(name=run_name, storage_path=str(Path(tempfile.gettempdir()) / "paylake-train")),
@@ -342,7 +344,8 @@ def train_fraud(settings: Settings, options: TrainOptions = TrainOptions(), prog
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(options.experiment)
     with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params({"num_workers": options.num_workers, "learning_rate": options.learning_rate,
+        mlflow.log_params({"num_workers": options.num_workers, "cpus_per_worker": options.cpus_per_worker,
+                           "learning_rate": options.learning_rate,
                            "num_leaves": options.num_leaves, "max_rounds": options.max_rounds,
                            "best_iteration": worker_metrics.get("best_iteration"), "threshold": threshold,
                            "max_fpr": options.max_fpr, "maturity_days": options.maturity.days,
@@ -392,25 +395,11 @@ def promote(settings: Settings, name: str, version: str, test: pa.Table, auc_pr:
     """Move ``champion`` to ``version`` only when it beats the current champion's AUC-PR on ``test``;
     otherwise alias it ``challenger``. Returns (alias, why)."""
     import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
     from sklearn.metrics import average_precision_score
 
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    try:
-        current = client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        current = None
-    if current is None or current.version == version:
-        client.set_registered_model_alias(name, "champion", version)
-        return "champion", "no champion yet"
-    champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    metadata = champion.metadata.metadata or {}
-    encoding = Encoding.from_json(metadata["encoding"])
-    their = float(average_precision_score(test["label"].to_numpy(), champion.predict(encoding.matrix(test))))
-    if auc_pr > their:
-        client.set_registered_model_alias(name, "champion", version)
-        return "champion", f"AUC-PR {auc_pr:.4f} beats champion v{current.version} ({their:.4f}) on this test window"
-    client.set_registered_model_alias(name, "challenger", version)
-    return "challenger", (f"AUC-PR {auc_pr:.4f} does not beat champion v{current.version} ({their:.4f}) on this "
-                          "test window")
+    def champion_auc_pr(uri: str) -> float:
+        champion = mlflow.pyfunc.load_model(uri)
+        encoding = Encoding.from_json((champion.metadata.metadata or {})["encoding"])
+        return float(average_precision_score(test["label"].to_numpy(), champion.predict(encoding.matrix(test))))
+
+    return registry.promote(settings, name, version, "AUC-PR", auc_pr, champion_auc_pr)

@@ -6,7 +6,8 @@ the unknown key). Training windows are every (h keys → next key) pair of the
 first lines are predicted too. The model is an LSTM over key embeddings with a
 softmax over the vocabulary, trained with ``ray.train.torch.TorchTrainer``
 (DDP over gloo on CPU; each worker a shard of the windows; a GPU worker group
-when the cluster has GPUs). A checkpoint is reported every epoch from rank 0;
+when the cluster has GPUs). A checkpoint is reported every ``checkpoint_every``
+epochs and after the last from rank 0 (a report is a barrier: ~2 s here);
 a run started again with the same name and storage path resumes from the
 latest (``ray.train.get_checkpoint()``).
 
@@ -20,6 +21,7 @@ the test data.
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from paylake.settings import Settings
 
 PAD = 0  # shares the index of the unknown key: "nothing known before"
 
@@ -42,6 +46,7 @@ class LogModelConfig:
     epochs: int = 12
     batch_size: int = 512
     learning_rate: float = 0.003
+    checkpoint_every: int = 5  # epochs between checkpoints (each report is a ~2 s barrier here); the last always
 
 
 def windows(sessions: Sequence[Sequence[int]], h: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +119,9 @@ def _train_loop(loop: dict) -> None:
             total, batches = total + float(loss), batches + 1
         metrics = {"epoch": epoch, "loss": total / max(batches, 1), "seconds": time.perf_counter() - began,
                    "resumed_at_epoch": start_epoch}
-        if rank == 0:
+        if (epoch + 1) % max(config.checkpoint_every, 1) and epoch != config.epochs - 1:
+            pass  # no report this epoch (a checkpoint is a barrier)
+        elif rank == 0:
             with tempfile.TemporaryDirectory() as folder:
                 target = model.module if hasattr(model, "module") else model
                 torch.save({"model": target.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch},
@@ -161,24 +168,265 @@ class SessionVerdict:
     lines: list[dict]  # anomalous lines: position, key seen, expected keys (top-g)
 
 
-def score_sessions(model, sessions: Sequence[Sequence[int]], window: int, top_g: int) -> list[SessionVerdict]:
-    """Each session's verdict (see the module docstring); batched over all lines of all sessions."""
+@dataclass(frozen=True)
+class LineRanks:
+    """Each line's rank among the model's predictions (0 = the top one), computed once for any g."""
+
+    lengths: list[int]
+    seen: np.ndarray  # key index of each line (0: unknown)
+    ranks: np.ndarray
+    top: np.ndarray  # the best ``max_g`` predictions of each line
+
+    def verdicts(self, top_g: int) -> list[SessionVerdict]:
+        bad_line = (self.seen == 0) | (self.ranks >= top_g)
+        surprise = np.where(bad_line, 1.0, self.ranks / top_g)
+        verdicts, at = [], 0
+        for n in self.lengths:
+            bad = np.flatnonzero(bad_line[at:at + n])
+            verdicts.append(SessionVerdict(bool(len(bad)), float(surprise[at:at + n].max(initial=0.0)),
+                                           [{"position": int(i), "seen": int(self.seen[at + i]),
+                                             "expected": [int(k) for k in self.top[at + i, :top_g]]} for i in bad]))
+            at += n
+        return verdicts
+
+
+def line_ranks(model, sessions: Sequence[Sequence[int]], window: int, max_g: int) -> LineRanks:
+    """The model's predictions for every line of the sessions, batched."""
     import torch
 
     x, y = windows(sessions, window)
     if len(x) == 0:
-        return [SessionVerdict(False, 0.0, []) for _ in sessions]
+        return LineRanks([len(s) for s in sessions], y, y, np.zeros((0, max_g), np.int64))
     with torch.no_grad():
         logits = torch.cat([model(torch.from_numpy(x[i:i + 8192])) for i in range(0, len(x), 8192)])
     ranks = (logits > logits.gather(1, torch.from_numpy(y)[:, None])).sum(1).numpy()
-    top = logits.topk(top_g, dim=1).indices.numpy()
-    verdicts, at = [], 0
-    for session in sessions:
-        n = len(session)
-        bad = [i for i in range(n) if y[at + i] == 0 or ranks[at + i] >= top_g]
-        surprise = [1.0 if (y[at + i] == 0 or ranks[at + i] >= top_g) else ranks[at + i] / top_g for i in range(n)]
-        verdicts.append(SessionVerdict(bool(bad), max(surprise, default=0.0),
-                                       [{"position": i, "seen": int(y[at + i]),
-                                         "expected": [int(k) for k in top[at + i]]} for i in bad]))
-        at += n
-    return verdicts
+    top = logits.topk(min(max_g, logits.shape[1]), dim=1).indices.numpy()
+    return LineRanks([len(s) for s in sessions], y, ranks, top)
+
+
+def score_sessions(model, sessions: Sequence[Sequence[int]], window: int, top_g: int) -> list[SessionVerdict]:
+    """Each session's verdict (see the module docstring); batched over all lines of all sessions."""
+    return line_ranks(model, sessions, window, top_g).verdicts(top_g)
+
+
+# ----------------------------------------------------------------------------- scorer (what Serve calls)
+@dataclass
+class LogScorer:
+    """A trained model with its vocabulary, window and g: scores sessions given as log lines."""
+
+    model: object
+    config: LogModelConfig
+    vocabulary: object  # paylake.ml.logkeys.Vocabulary
+
+    def score_keys(self, sessions: Sequence[Sequence[str]]) -> list[dict]:
+        """Per session: ``anomalous``, ``decision``, ``score`` and the anomalous lines (line number, the key
+        seen, the expected keys)."""
+        verdicts = score_sessions(self.model, [self.vocabulary.encode(keys) for keys in sessions],
+                                  self.config.window, self.config.top_g)
+        out = []
+        for keys, verdict in zip(sessions, verdicts):
+            out.append({"anomalous": verdict.anomalous, "decision": "anomalous" if verdict.anomalous else "normal",
+                        "score": round(float(verdict.score), 6),
+                        "lines": [{"line": line["position"], "seen": keys[line["position"]],
+                                   "known": line["seen"] != 0,
+                                   "expected": [self.vocabulary.key(k) for k in line["expected"]]}
+                                  for line in verdict.lines]})
+        return out
+
+    def score_lines(self, lines: object) -> dict:
+        """One session from its raw log lines (a ``Log`` document's ``lines``); a ContractError names what is
+        wrong with malformed input."""
+        from paylake.errors import ContractError
+        from paylake.ml.logdata import clean_lines
+        from paylake.ml.logkeys import session_keys
+
+        cleaned, reason = clean_lines(lines)
+        if reason is not None:
+            raise ContractError(f"log session not scored: {reason}")
+        return self.score_keys([session_keys(cleaned)])[0]
+
+    def save(self, folder: Path) -> None:
+        import json
+
+        import torch
+
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), folder / "state.pt")
+        (folder / "config.json").write_text(json.dumps(self.config.__dict__))
+        (folder / "vocabulary.json").write_text(self.vocabulary.to_json())
+
+    @classmethod
+    def load(cls, folder: Path) -> LogScorer:
+        import json
+
+        import torch
+
+        from paylake.ml.logkeys import Vocabulary
+
+        config = LogModelConfig(**json.loads((folder / "config.json").read_text()))
+        model = build_model(config)
+        model.load_state_dict(torch.load(folder / "state.pt", weights_only=True))
+        model.eval()
+        return cls(model, config, Vocabulary.from_json((folder / "vocabulary.json").read_text()))
+
+
+# ----------------------------------------------------------------------------- evaluation (pure)
+def detection_metrics(flags: Sequence[bool], truth: Sequence[bool]) -> dict[str, float]:
+    """Precision, recall, F1, false-positive rate and false alerts per 1,000 normal sessions."""
+    tp = sum(f and t for f, t in zip(flags, truth))
+    fp = sum(f and not t for f, t in zip(flags, truth))
+    positives, negatives = sum(truth), len(truth) - sum(truth)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / positives if positives else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    fpr = fp / negatives if negatives else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "fpr": fpr, "false_alerts_per_1000": 1000 * fpr,
+            "sessions": float(len(truth)), "anomalous": float(positives)}
+
+
+def choose_top_g(ranks: LineRanks, truth: Sequence[bool], max_g: int) -> tuple[int, dict[str, float]]:
+    """g with the best F1 on these (validation) sessions; ties: fewer false positives, then the larger g."""
+    best = None
+    for g in range(1, max_g + 1):
+        metrics = detection_metrics([v.anomalous for v in ranks.verdicts(g)], truth)
+        rank = (metrics["f1"], -metrics["fpr"], g)
+        if best is None or rank > best[0]:
+            best = (rank, g, metrics)
+    return best[1], best[2]
+
+
+# ----------------------------------------------------------------------------- the job
+MODEL_NAME = "paylake-logseq"
+EXPERIMENT = "paylake-logseq"
+
+
+@dataclass(frozen=True)
+class LogTrainOptions:
+    num_workers: int = 2
+    windows: tuple[int, ...] = (4, 8)  # h candidates, chosen on validation
+    max_g: int = 10
+    epochs: int = 30
+    valid_fraction: float = 0.2
+    test_fraction: float = 0.2
+    min_train_sessions: int = 10
+    model_name: str = MODEL_NAME
+    experiment: str = EXPERIMENT
+    storage_path: str | None = None  # Ray Train checkpoints (default: a temporary folder)
+
+
+@dataclass
+class LogTrainReport:
+    model_name: str
+    version: str
+    alias: str
+    alias_reason: str
+    window: int
+    top_g: int
+    sessions: dict[str, int]
+    skipped: dict[str, int]
+    vocabulary_size: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    per_scenario: dict[str, tuple[int, int]]  # scenario -> (flagged, sessions) on test
+    train_seconds: float
+    run_id: str
+
+
+def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
+               progress=lambda m: None) -> LogTrainReport:
+    """Train the log-sequence model on the normal sessions of ``silver/log_session``; choose h and g on the
+    validation split; evaluate once on the test split; log, register and alias it in MLflow."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from paylake.errors import PaylakeError
+    from paylake.ml import registry
+    from paylake.ml.logdata import read_sessions, split
+    from paylake.ml.logkeys import Vocabulary
+    from paylake.ml.logseq_pyfunc import LogSeqModel, example_input
+    from paylake.raycluster import init_ray
+
+    init_ray(settings)
+    progress("reading silver/log_session")
+    data = read_sessions(settings)
+    parts = split(data.sessions, options.valid_fraction, options.test_fraction)
+    if len(parts["train"]) < options.min_train_sessions:
+        raise PaylakeError(f"{len(parts['train'])} normal session(s) to train on (need {options.min_train_sessions}):"
+                           " seed more with 'paylake seed --log-sessions N', then extract and build silver")
+    vocabulary = Vocabulary.build(s.keys for s in parts["train"])
+    truth = {name: [s.anomalous for s in part] for name, part in parts.items()}
+    run_name = f"logseq-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    candidates, seconds = [], 0.0
+    for h in options.windows:
+        progress(f"training h={h} on {len(parts['train'])} normal sessions with {options.num_workers} workers")
+        config = LogModelConfig(vocabulary_size=len(vocabulary), window=h, epochs=options.epochs)
+        model, _, took = train_model([vocabulary.encode(s.keys) for s in parts["train"]], config,
+                                     num_workers=options.num_workers, run_name=f"{run_name}-h{h}",
+                                     storage_path=options.storage_path)
+        seconds += took
+        max_g = min(options.max_g, len(vocabulary) - 1)
+        ranks = line_ranks(model, [vocabulary.encode(s.keys) for s in parts["valid"]], h, max_g)
+        g, metrics = choose_top_g(ranks, truth["valid"], max_g)
+        candidates.append(((metrics["f1"], -metrics["fpr"], -h), h, g, metrics, model, config))
+    _, window, top_g, valid_metrics, model, config = max(candidates, key=lambda c: c[0])
+    scorer = LogScorer(model, LogModelConfig(**{**config.__dict__, "top_g": top_g}), vocabulary)
+    results = scorer.score_keys([s.keys for s in parts["test"]])
+    flags = [r["anomalous"] for r in results]
+    test_metrics = detection_metrics(flags, truth["test"])
+    per_scenario: dict[str, tuple[int, int]] = {}
+    for session, flagged in zip(parts["test"], flags):
+        hit, total = per_scenario.get(session.scenario or "-", (0, 0))
+        per_scenario[session.scenario or "-"] = (hit + flagged, total + 1)
+
+    progress("logging to MLflow")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(options.experiment)
+    with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as folder:
+        mlflow.log_params({"num_workers": options.num_workers, "window": window, "top_g": top_g,
+                           "windows_tried": ",".join(map(str, options.windows)), "epochs": options.epochs,
+                           "vocabulary_size": len(vocabulary), "hidden": config.hidden, "layers": config.layers,
+                           "train_sessions": len(parts["train"]), "valid_sessions": len(parts["valid"]),
+                           "test_sessions": len(parts["test"]), **{f"skipped {k}": v for k, v in
+                                                                   data.skipped.items()}})
+        mlflow.log_metrics({**{f"valid_{k}": v for k, v in valid_metrics.items()},
+                            **{f"test_{k}": v for k, v in test_metrics.items()}, "train_seconds": seconds})
+        mlflow.log_text(vocabulary.to_json(), "vocabulary.json")
+        scorer.save(Path(folder, "scorer"))
+        example = example_input(parts["train"][0].lines)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=LogSeqModel(), artifacts={"scorer": str(Path(folder, "scorer"))},
+            signature=infer_signature(example, pd.DataFrame([{"anomalous": False, "score": 0.0,
+                                                              "anomalous_lines": "[]"}])),
+            input_example=example, registered_model_name=options.model_name,
+            metadata={"window": window, "top_g": top_g, "vocabulary_size": len(vocabulary)})
+    version = str(info.registered_model_version)
+
+    test_lines = [list(s.lines) for s in parts["test"]]
+
+    def champion_f1(uri: str) -> float:
+        champion = mlflow.pyfunc.load_model(uri).unwrap_python_model().scorer
+        return detection_metrics([champion.score_lines(lines)["anomalous"] for lines in test_lines],
+                                 truth["test"])["f1"]
+
+    alias, reason = registry.promote(settings, options.model_name, version, "F1", test_metrics["f1"], champion_f1)
+    return LogTrainReport(options.model_name, version, alias, reason, window, top_g,
+                          {k: len(v) for k, v in parts.items()}, dict(data.skipped), len(vocabulary),
+                          valid_metrics, test_metrics, per_scenario, seconds, run.info.run_id)
+
+
+def load_scorer(settings: Settings, name: str = MODEL_NAME, alias: str = "champion") -> tuple[LogScorer, str]:
+    """The scorer registered as ``name@alias`` and its version (PaylakeError when there is none)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from paylake.errors import PaylakeError
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        version = MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias(name, alias).version
+    except MlflowException as exc:
+        raise PaylakeError(f"no {name}@{alias} in the MLflow registry: run 'paylake train logs' first") from exc
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    return model.unwrap_python_model().scorer, str(version)

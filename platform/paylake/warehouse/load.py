@@ -46,20 +46,25 @@ class TableLoad:
     seconds: float
 
 
-def _loaded_versions(settings: Settings) -> dict[str, int]:
+def _ensure_state_table(cur, target: str) -> None:
+    cur.execute(f"create table if not exists {target} (TABLE_NAME varchar primary key, GOLD_VERSION integer,"
+                " LOAD_ID varchar, LOADED_AT timestamp_ntz)")
+
+
+def loaded_versions(settings: Settings) -> dict[str, int]:
     target = f"{schema_name(settings)}.{STATE_TABLE}"
     with snowflake_store.connect(settings) as conn:
         cur = conn.cursor()
-        cur.execute(f"create table if not exists {target} (TABLE_NAME varchar primary key, GOLD_VERSION integer,"
-                    " LOAD_ID varchar, LOADED_AT timestamp_ntz)")
+        _ensure_state_table(cur, target)
         cur.execute(f"select TABLE_NAME, GOLD_VERSION from {target}")
         return {name: int(version) for name, version in cur.fetchall()}
 
 
-def _record(settings: Settings, table: str, version: int, load_id: str) -> None:
+def record_load(settings: Settings, table: str, version: int, load_id: str) -> None:
     target = f"{schema_name(settings)}.{STATE_TABLE}"
     with snowflake_store.connect(settings) as conn:
         cur = conn.cursor()
+        _ensure_state_table(cur, target)
         cur.execute(f"delete from {target} where TABLE_NAME = %s", (table,))
         cur.execute(f"insert into {target} values (%s, %s, %s, %s)",
                     (table, version, load_id, dt.datetime.now(dt.UTC).replace(tzinfo=None)))
@@ -71,7 +76,7 @@ def load_star(settings: Settings, *, progress=lambda message: None) -> list[Tabl
     (upserts), then facts, then the dimension members deleted at the source are
     removed (no fact refers to them any more) and the dimensions reconciled."""
     apply_ddl(settings)
-    loaded = _loaded_versions(settings)
+    loaded = loaded_versions(settings)
     load_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + str(time.time_ns() % 10**6)
     results: dict[str, TableLoad] = {}
     pruning: list[tuple[str, int, pa.Table, TableLoad]] = []
@@ -103,13 +108,13 @@ def load_star(settings: Settings, *, progress=lambda message: None) -> list[Tabl
             pruning.append((table, version, data, done))
             continue
         reconcile(settings, table, data, replace_dates=dates)
-        _record(settings, table.upper(), version, load_id)
+        record_load(settings, table.upper(), version, load_id)
         results[table] = done
     for table, version, data, done in reversed(pruning):  # DDL order reversed: referring dimensions first
         begin = time.perf_counter()
         deleted = prune_table(settings, table, data)
         reconcile(settings, table, data)
-        _record(settings, table.upper(), version, load_id)
+        record_load(settings, table.upper(), version, load_id)
         results[table] = dataclasses.replace(done, deleted=done.deleted + deleted,
                                              seconds=done.seconds + time.perf_counter() - begin)
     return [results[t] for t in tables]

@@ -248,13 +248,13 @@ def _names_in(cursor, sql: str, *, what: str) -> set[str]:
 
 
 # ----------------------------------------------------------------------------- DDL
-def apply_ddl(settings: Settings) -> list[str]:
-    """Create the star's database, schema and tables when missing (idempotent).
+def apply_ddl(settings: Settings, tables: dict[str, star_ddl.StarTable] | None = None) -> list[str]:
+    """Create the star's database, schema and tables (or ``tables``) when missing (idempotent).
     Returns what was created (nothing on a second run). A table that exists
     with other columns than the DDL's is refused."""
     database = _identifier(settings.snowflake_database, "Snowflake database")
     schema = schema_name(settings)
-    tables = star_ddl.star_tables()
+    tables = star_ddl.star_tables() if tables is None else tables
     actions: list[str] = []
     with snowflake_store.connect(settings, with_database=False) as conn:
         cursor = conn.cursor()

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from paylake.errors import ConfigError, ContractError
 
 DDL_DIR = Path(__file__).resolve().parents[3] / "sql" / "snowflake"
+SECURITY_DDL_DIR = DDL_DIR / "security"
 
 _INTEGER_TYPES = {"INT", "INTEGER", "BIGINT", "SMALLINT", "TINYINT", "BYTEINT"}
 _DECIMAL_TYPES = {"NUMBER", "DECIMAL", "NUMERIC"}
@@ -275,9 +276,14 @@ def star_tables(folder: Path = DDL_DIR) -> dict[str, StarTable]:
     return tables
 
 
+def security_tables() -> dict[str, StarTable]:
+    """The warehouse tables beside the star (``sql/snowflake/security/``: security alerts)."""
+    return star_tables(SECURITY_DDL_DIR)
+
+
 def star_table(name: str) -> StarTable:
-    """One table of the star by name (case-insensitive)."""
-    tables = star_tables()
+    """One table of the warehouse (the star, or the tables beside it) by name (case-insensitive)."""
+    tables = {**star_tables(), **security_tables()}
     by_lower = {key.lower(): table for key, table in tables.items()}
     table = by_lower.get(name.lower())
     if table is None:

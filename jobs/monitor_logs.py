@@ -1,0 +1,11 @@
+"""Ray job: `paylake monitor logs`.
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/monitor_logs.py
+"""
+
+import sys
+
+from paylake.cli import app
+
+if __name__ == "__main__":
+    app(["monitor", "logs", *sys.argv[1:]])

@@ -1,0 +1,123 @@
+"""Rules beside the log-sequence model, for what rules catch better than a sequence model.
+
+They read a session's log keys (``paylake.ml.logkeys``: command, tables and
+clause shape, never literals) and its lines' SQLSTATE codes, plus facts about
+the roles and tables that the OLTP server knows (``Catalog``):
+
+- ``outside_grants``: the session's role touched a table it holds no privilege
+  on, or the server refused a statement for lack of privilege (SQLSTATE 42501);
+- ``mass_export``: a ``COPY … TO`` of a table, or a whole-table ``select``
+  (no ``where``/``limit``/``group``), of a table of more than ``export_rows``
+  rows (the planner's estimate);
+- ``login_outside_validity``: the session started after the role's
+  ``VALID UNTIL`` (a contractor's access), or the server refused the login
+  (SQLSTATE class 28, invalid authorisation).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from paylake.settings import Settings
+from paylake.stores import postgres
+
+_STATEMENT_KEY = re.compile(r"^[^|]*\|[^|]*\|stmt (\w+) (\S+) \[([^\]]*)\]$")
+_PRIVILEGE = {"select": "SELECT", "copy": "SELECT", "insert": "INSERT", "update": "UPDATE", "delete": "DELETE"}
+DEFAULT_EXPORT_ROWS = 1_000
+
+
+@dataclass(frozen=True)
+class Statement:
+    command: str
+    tables: tuple[str, ...]
+    flags: frozenset[str]
+
+
+def parse_statement_key(key: str) -> Statement | None:
+    """The command, tables and clause flags of a statement's key (None for other lines)."""
+    match = _STATEMENT_KEY.match(key)
+    if not match:
+        return None
+    tables = () if match[2] == "-" else tuple(match[2].split(","))
+    return Statement(match[1], tables, frozenset(f for f in match[3].split(",") if f))
+
+
+@dataclass
+class Catalog:
+    """What the server says about roles and tables (filled by ``load_catalog``)."""
+
+    privileges: dict[tuple[str, str, str], bool] = field(default_factory=dict)  # (role, table, privilege)
+    rows: dict[str, float] = field(default_factory=dict)  # table -> estimated rows
+    valid_until: dict[str, dt.datetime | None] = field(default_factory=dict)  # role -> VALID UNTIL
+
+
+def needed_checks(sessions: Iterable) -> tuple[set[tuple[str, str, str]], set[str], set[str]]:
+    """(role, table, privilege) triples, tables and roles the rules will ask the catalog about."""
+    privileges, tables, roles = set(), set(), set()
+    for session in sessions:
+        roles.add(session.user)
+        for key in session.keys:
+            statement = parse_statement_key(key)
+            if statement is None or statement.command not in _PRIVILEGE:
+                continue
+            for table in statement.tables:
+                tables.add(table)
+                privileges.add((session.user, table, _PRIVILEGE[statement.command]))
+    return privileges, tables, roles
+
+
+def load_catalog(settings: Settings, sessions: Sequence) -> Catalog:
+    """Ask PostgreSQL (``has_table_privilege``, ``pg_class.reltuples``, ``pg_roles.rolvaliduntil``) about the
+    roles and tables of ``sessions``; unknown roles or tables are left out (the rules then say nothing)."""
+    privileges, tables, roles = needed_checks(sessions)
+    catalog = Catalog()
+    with postgres.connect(settings, autocommit=True) as conn:
+        known_roles = {r for (r,) in conn.execute("select rolname from pg_roles where rolname = any(%s)",
+                                                  (sorted(roles),)).fetchall()}
+        for role, until in conn.execute("select rolname, rolvaliduntil from pg_roles where rolname = any(%s)",
+                                        (sorted(roles),)).fetchall():
+            catalog.valid_until[role] = until
+        for table in sorted(tables):
+            (oid,) = conn.execute("select to_regclass(%s)::oid", (table,)).fetchone()
+            if oid is None:
+                continue
+            (estimate,) = conn.execute("select greatest(reltuples, 0) from pg_class where oid = %s", (oid,)).fetchone()
+            catalog.rows[table] = float(estimate)
+        for role, table, privilege in sorted(privileges):
+            if role in known_roles and table in catalog.rows:
+                (allowed,) = conn.execute("select has_table_privilege(%s, %s, %s)", (role, table, privilege)).fetchone()
+                catalog.privileges[(role, table, privilege)] = bool(allowed)
+    return catalog
+
+
+def evaluate(session, catalog: Catalog, export_rows: int = DEFAULT_EXPORT_ROWS) -> list[dict]:
+    """The rules that fire on one session (``paylake.ml.logdata.LogSession``), each with its evidence."""
+    fired: dict[str, list[str]] = {}
+    for number, (key, line) in enumerate(zip(session.keys, session.lines)):
+        state = str(line.get("state_code") or "")
+        if state == "42501":
+            fired.setdefault("outside_grants", []).append(f"line {number}: permission denied (42501)")
+        if state.startswith("28"):
+            fired.setdefault("login_outside_validity", []).append(f"line {number}: login refused ({state})")
+        statement = parse_statement_key(key)
+        if statement is None:
+            continue
+        privilege = _PRIVILEGE.get(statement.command)
+        for table in statement.tables:
+            if privilege and catalog.privileges.get((session.user, table, privilege)) is False:
+                fired.setdefault("outside_grants", []).append(
+                    f"line {number}: {statement.command} on {table} without {privilege} privilege")
+            whole = statement.command == "copy" or (
+                statement.command == "select" and not statement.flags & {"where", "limit", "group", "having"})
+            rows = catalog.rows.get(table, 0.0)
+            if whole and rows > export_rows:
+                fired.setdefault("mass_export", []).append(
+                    f"line {number}: {statement.command} of all of {table} (~{rows:,.0f} rows > {export_rows:,})")
+    until = catalog.valid_until.get(session.user)
+    if until is not None and session.started_at is not None and session.started_at > until:
+        fired.setdefault("login_outside_validity", []).append(
+            f"session started {session.started_at.isoformat()} after the role's validity ({until.isoformat()})")
+    return [{"rule": rule, "evidence": evidence[:10]} for rule, evidence in sorted(fired.items())]
