@@ -144,6 +144,40 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
 
     step("drift (Evidently)", drift)
 
+    def train_logs() -> str:
+        from paylake.errors import PaylakeError
+        from paylake.ml.logseq import MODEL_NAME, LogTrainOptions, train_logs
+        from paylake.ml.registry import trained_version
+        from paylake.stores import lake
+
+        version = lake.table_version(settings, lake.table_uri(settings, "silver", "log_session"))
+        done = trained_version(settings, MODEL_NAME, "silver_log_session_version", version)
+        if done is not None:
+            return f"{MODEL_NAME} v{done} already trained on silver/log_session version {version}: kept"
+        try:
+            report = train_logs(settings, LogTrainOptions(), progress=lambda m: progress(f"[train logs] {m}"))
+        except PaylakeError as exc:  # too few sessions: say so, go on
+            return f"not trained: {exc}"
+        test = report.test
+        return (f"{MODEL_NAME} v{report.version} ({report.alias}), h={report.window} g={report.top_g}: held-out "
+                f"sessions P {test['precision']:.3f} R {test['recall']:.3f} F1 {test['f1']:.3f}, "
+                f"{test['false_alerts_per_1000']:.0f} false alerts per 1,000 normal sessions")
+
+    step("train logs (Ray Train, MLflow)", train_logs)
+
+    def monitor_logs() -> str:
+        from paylake.errors import PaylakeError
+        from paylake.security.alerts import alert_uri, monitor_logs
+
+        try:
+            report = monitor_logs(settings)
+        except PaylakeError as exc:  # no model yet: say so, go on
+            return f"not run: {exc}"
+        return (f"{report.new_sessions} new session(s) scored, {len(report.alerts)} alert(s) → "
+                f"{alert_uri(settings)} and Snowflake SECURITY_Alert (paylake monitor logs prints them)")
+
+    step("monitor logs (security alerts)", monitor_logs)
+
     def queries() -> str:
         from paylake.warehouse.queries import list_queries, run_query
 

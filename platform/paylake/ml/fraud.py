@@ -376,19 +376,7 @@ def train_fraud(settings: Settings, options: TrainOptions = TrainOptions(), prog
 
 def trained_version(settings: Settings, name: str, feature_version: int) -> str | None:
     """The registered version of ``name`` already trained on ``feature_version`` of the feature table, if any."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return None
-    for version in versions:
-        if version.run_id and client.get_run(version.run_id).data.params.get("feature_table_version") == str(
-                feature_version):
-            return str(version.version)
-    return None
+    return registry.trained_version(settings, name, "feature_table_version", feature_version)
 
 
 def promote(settings: Settings, name: str, version: str, test: pa.Table, auc_pr: float) -> tuple[str, str]:

@@ -346,9 +346,11 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
     from paylake.ml.logkeys import Vocabulary
     from paylake.ml.logseq_pyfunc import LogSeqModel, example_input
     from paylake.raycluster import init_ray
+    from paylake.stores import lake
 
     init_ray(settings)
     progress("reading silver/log_session")
+    silver_version = lake.table_version(settings, lake.table_uri(settings, "silver", "log_session"))
     data = read_sessions(settings)
     parts = split(data.sessions, options.valid_fraction, options.test_fraction)
     if len(parts["train"]) < options.min_train_sessions:
@@ -385,6 +387,7 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
     with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as folder:
         mlflow.log_params({"num_workers": options.num_workers, "window": window, "top_g": top_g,
                            "windows_tried": ",".join(map(str, options.windows)), "epochs": options.epochs,
+                           "silver_log_session_version": silver_version,
                            "vocabulary_size": len(vocabulary), "hidden": config.hidden, "layers": config.layers,
                            "train_sessions": len(parts["train"]), "valid_sessions": len(parts["valid"]),
                            "test_sessions": len(parts["test"]), **{f"skipped {k}": v for k, v in

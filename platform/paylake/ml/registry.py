@@ -45,3 +45,20 @@ def promote(settings: Settings, name: str, version: str, metric: str, ours: floa
         return CHAMPION, f"{metric} {ours:.4f} beats champion v{current} ({theirs:.4f}) on this test window"
     client.set_registered_model_alias(name, CHALLENGER, version)
     return CHALLENGER, f"{metric} {ours:.4f} does not beat champion v{current} ({theirs:.4f}) on this test window"
+
+
+def trained_version(settings: Settings, name: str, param: str, value: object) -> str | None:
+    """The registered version of ``name`` whose training run logged ``param`` = ``value`` (e.g. the Delta
+    version of its training table), if any: a pipeline re-run does not retrain on unchanged data."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for version in versions:
+        if version.run_id and client.get_run(version.run_id).data.params.get(param) == str(value):
+            return str(version.version)
+    return None

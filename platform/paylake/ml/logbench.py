@@ -1,0 +1,148 @@
+"""The log-sequence model on the public HDFS log-key sessions (DeepLog's benchmark): shared by
+``bench/logseq_hdfs.py`` and ``paylake train logs``.
+
+Files: one session per line, space-separated 1-based key ids. The model trains
+on normal sessions only. By default the 4,000 normal sessions are split by a
+fixed shuffle into train (60 %), validation (20 %) and test (20 %), the abnormal
+ones into validation (half) and test (half); g is chosen on validation only (the
+best F1 at the paper's class mix), then the test sessions are scored once.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from paylake.settings import Settings
+
+HDFS_DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "hdfs"
+PAPER_NORMAL, PAPER_ABNORMAL = 553_366, 16_838
+PUBLISHED = (("DeepLog (paper)", 0.950, 0.960, 0.960), ("DeepLog re-implementation (logdeep)", 0.958, 0.933, 0.945),
+             ("DeepLog, Le & Zhang ICSE 2022", None, None, 0.908))
+
+
+def read(path: Path) -> list[list[int]]:
+    return [[int(k) for k in line.split()] for line in path.read_text().splitlines() if line.strip()]
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def at_paper_mix(fpr: float, recall: float) -> tuple[float, float, float]:
+    """Precision, recall and F1 at the paper's class mix, estimated from the two rates."""
+    true_alarms, false_alarms = recall * PAPER_ABNORMAL, fpr * PAPER_NORMAL
+    precision = true_alarms / (true_alarms + false_alarms) if true_alarms + false_alarms else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+@dataclass
+class HdfsResult:
+    window: int
+    top_g: int
+    train_sessions: int
+    train_seconds: float
+    fpr: float
+    fpr_interval: tuple[float, float]
+    test_normal: int
+    fpr_unseen: float
+    fpr_unseen_interval: tuple[float, float]
+    unseen_sequences: int
+    recall_new_key: float
+    with_new_key: int
+    recall_rest: float
+    rest: int
+    recall: float
+    test_abnormal: int
+    precision_mix: float
+    recall_mix: float
+    f1_mix: float
+
+
+def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, window: int = 10,
+                  train_file: Path | None = None, normal_file: Path | None = None,
+                  abnormal_file: Path | None = None, data: Path = HDFS_DATA) -> HdfsResult:
+    from paylake.ml.logseq import LogModelConfig, line_ranks, train_model
+    from paylake.raycluster import init_ray
+
+    rng = random.Random(7)
+    normal = read(data / "train_normal.txt")
+    rng.shuffle(normal)
+    cut_train, cut_valid = int(len(normal) * 0.6), int(len(normal) * 0.8)
+    train = read(train_file) if train_file else normal[:cut_train]
+    valid_normal = normal[cut_train:cut_valid]
+    test_normal = read(normal_file) if normal_file else normal[cut_valid:]
+    abnormal = read(abnormal_file) if abnormal_file else read(data / "abnormal.txt")
+    rng.shuffle(abnormal)
+    valid_abnormal, test_abnormal = abnormal[:len(abnormal) // 2], abnormal[len(abnormal) // 2:]
+
+    known = {k for s in train for k in s}
+    size = max(max(s) for s in train + test_normal + abnormal if s) + 1
+
+    def encode(sessions):  # keys never seen in normal training become the unknown key (0)
+        return [[k if k in known else 0 for k in s] for s in sessions]
+
+    init_ray(settings)
+    config = LogModelConfig(vocabulary_size=size, window=window, epochs=epochs)
+    model, _, seconds = train_model(encode(train), config, num_workers=workers, run_name="bench-hdfs")
+    max_g = min(15, size - 1)
+    valid_n = line_ranks(model, encode(valid_normal), window, max_g)
+    valid_a = line_ranks(model, encode(valid_abnormal), window, max_g)
+
+    def f1_at(g: int) -> float:
+        fpr = sum(v.anomalous for v in valid_n.verdicts(g)) / len(valid_normal)
+        recall = sum(v.anomalous for v in valid_a.verdicts(g)) / len(valid_abnormal)
+        return at_paper_mix(fpr, recall)[2]
+
+    choices = {g: f1_at(g) for g in range(1, max_g + 1)}
+    g = max(choices, key=lambda k: (choices[k], -k))
+
+    normal_verdicts = line_ranks(model, encode(test_normal), window, g).verdicts(g)
+    fp = sum(v.anomalous for v in normal_verdicts)
+    seen = {tuple(s) for s in train}
+    distinct_unseen = {tuple(s): v.anomalous for s, v in zip(test_normal, normal_verdicts) if tuple(s) not in seen}
+    fp_unseen = sum(distinct_unseen.values())
+    abnormal_verdicts = line_ranks(model, encode(test_abnormal), window, g).verdicts(g)
+    with_new = [v.anomalous for s, v in zip(test_abnormal, abnormal_verdicts) if any(k not in known for k in s)]
+    rest = [v.anomalous for s, v in zip(test_abnormal, abnormal_verdicts) if all(k in known for k in s)]
+    fpr, recall = fp / len(test_normal), sum(v.anomalous for v in abnormal_verdicts) / len(test_abnormal)
+    precision, recall_mix, f1 = at_paper_mix(fpr, recall)
+    return HdfsResult(window, g, len(train), seconds, fpr, wilson(fp, len(test_normal)), len(test_normal),
+                      fp_unseen / max(len(distinct_unseen), 1), wilson(fp_unseen, len(distinct_unseen)),
+                      len(distinct_unseen), sum(with_new) / max(len(with_new), 1), len(with_new),
+                      sum(rest) / max(len(rest), 1), len(rest), recall, len(test_abnormal), precision, recall_mix,
+                      f1)
+
+
+def print_hdfs(r: HdfsResult) -> None:
+    """The figures as tables; the last line ``P … R … F1 …`` at the paper's class mix."""
+    from paylake.report import console, summary_table
+
+    console.print(f"HDFS: trained on {r.train_sessions:,} normal sessions in {r.train_seconds:.0f} s; "
+                  f"h={r.window}, g={r.top_g} (chosen on validation)")
+    rows = [("false-positive rate, held-out normal sessions", f"{r.fpr:.4f}",
+             f"[{r.fpr_interval[0]:.4f}, {r.fpr_interval[1]:.4f}]", f"{r.test_normal:,}"),
+            ("false-positive rate, held-out sequences unseen in training", f"{r.fpr_unseen:.4f}",
+             f"[{r.fpr_unseen_interval[0]:.4f}, {r.fpr_unseen_interval[1]:.4f}]", f"{r.unseen_sequences:,}"),
+            ("recall, abnormal sessions with a key unseen in training", f"{r.recall_new_key:.4f}", "",
+             f"{r.with_new_key:,}"),
+            ("recall, the other abnormal sessions", f"{r.recall_rest:.4f}", "", f"{r.rest:,}"),
+            ("recall, all abnormal test sessions", f"{r.recall:.4f}", "", f"{r.test_abnormal:,}")]
+    console.print(summary_table(f"HDFS, h={r.window}, g={r.top_g}", ["figure", "value", "95 % interval",
+                                                                      "sessions"], rows))
+    console.print(summary_table(
+        f"at the paper's class mix ({PAPER_NORMAL:,} normal : {PAPER_ABNORMAL:,} abnormal)",
+        ["model", "precision", "recall", "F1"],
+        [("paylake logseq (LSTM, Ray Train)", f"{r.precision_mix:.3f}", f"{r.recall_mix:.3f}", f"{r.f1_mix:.3f}"),
+         *[(name, "" if p is None else f"{p:.3f}", "" if rc is None else f"{rc:.3f}", f"{f:.3f}")
+           for name, p, rc, f in PUBLISHED]]))
+    print(f"HDFS P {r.precision_mix:.4f} R {r.recall_mix:.4f} F1 {r.f1_mix:.4f}")
