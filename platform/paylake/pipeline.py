@@ -19,13 +19,14 @@ class StepResult:
 def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> list[StepResult]:
     """migrate → seed (once) → extract into bronze (creating the CDC slot first) → drain the CDC slot into
     bronze (deletes) → silver + gold star → Snowflake → fraud features + online store → fraud model (once per
-    feature version) → drift report → business queries → smoke checks."""
+    feature version) → drift report → log-sequence model (once per silver/log_session version) → security
+    alerts → business queries → smoke checks."""
     from paylake.raycluster import init_ray
     from paylake.smoke import run_smoke
     from paylake.sources.generator import SCALES
     from paylake.sources.migrate import migrate
     from paylake.sources.seed import seed
-    from paylake.stores import postgres
+    from paylake.stores import lake, postgres
 
     results = []
 
@@ -109,24 +110,33 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
 
     step("fraud features + online store", fraud_features)
 
-    def train() -> str:
+    def train_once(model: str, param: str, table: str, fit, describe) -> str:
+        """Train ``model`` unless a registered version was trained on this version of ``table``."""
         from paylake.errors import PaylakeError
-        from paylake.ml.feature_build import feature_uri
-        from paylake.ml.fraud import MODEL_NAME, TrainOptions, train_fraud, trained_version
-        from paylake.stores import lake
+        from paylake.ml.registry import trained_version
 
-        feature_version = lake.table_version(settings, feature_uri(settings))
-        done = trained_version(settings, MODEL_NAME, feature_version)
+        version = lake.table_version(settings, table)
+        done = trained_version(settings, model, param, version)
         if done is not None:
-            return f"{MODEL_NAME} v{done} already trained on feature version {feature_version}: kept"
+            return f"{model} v{done} already trained on version {version} of its training table: kept"
         try:
-            report = train_fraud(settings, TrainOptions(), progress=lambda m: progress(f"[train] {m}"))
-        except PaylakeError as exc:  # too little labelled history (e.g. a tiny world): say so, go on
+            return describe(fit())
+        except PaylakeError as exc:  # too little history or too few sessions (e.g. a tiny world): say so, go on
             return f"not trained: {exc}"
-        model, logistic = report.metrics["model"], report.metrics["logistic"]
-        return (f"{MODEL_NAME} v{report.version} ({report.alias}): test AUC-PR {model['auc_pr']:.3f} "
-                f"(logistic {logistic['auc_pr']:.3f}, rules {report.metrics['rules']['auc_pr']:.3f}), "
-                f"recall at 1% FPR {model['recall_at_1pct_fpr']:.3f}")
+
+    def train() -> str:
+        from paylake.ml.feature_build import feature_uri
+        from paylake.ml.fraud import MODEL_NAME, TrainOptions, train_fraud
+
+        def describe(report) -> str:
+            model, logistic = report.metrics["model"], report.metrics["logistic"]
+            return (f"{MODEL_NAME} v{report.version} ({report.alias}): test AUC-PR {model['auc_pr']:.3f} "
+                    f"(logistic {logistic['auc_pr']:.3f}, rules {report.metrics['rules']['auc_pr']:.3f}), "
+                    f"recall at 1% FPR {model['recall_at_1pct_fpr']:.3f}")
+
+        return train_once(MODEL_NAME, "feature_table_version", feature_uri(settings),
+                          lambda: train_fraud(settings, TrainOptions(), progress=lambda m: progress(f"[train] {m}")),
+                          describe)
 
     step("train fraud (Ray Train, MLflow)", train)
 
@@ -145,23 +155,17 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
     step("drift (Evidently)", drift)
 
     def train_logs() -> str:
-        from paylake.errors import PaylakeError
         from paylake.ml.logseq import MODEL_NAME, LogTrainOptions, train_logs
-        from paylake.ml.registry import trained_version
-        from paylake.stores import lake
 
-        version = lake.table_version(settings, lake.table_uri(settings, "silver", "log_session"))
-        done = trained_version(settings, MODEL_NAME, "silver_log_session_version", version)
-        if done is not None:
-            return f"{MODEL_NAME} v{done} already trained on silver/log_session version {version}: kept"
-        try:
-            report = train_logs(settings, LogTrainOptions(), progress=lambda m: progress(f"[train logs] {m}"))
-        except PaylakeError as exc:  # too few sessions: say so, go on
-            return f"not trained: {exc}"
-        test = report.test
-        return (f"{MODEL_NAME} v{report.version} ({report.alias}), h={report.window} g={report.top_g}: held-out "
-                f"sessions P {test['precision']:.3f} R {test['recall']:.3f} F1 {test['f1']:.3f}, "
-                f"{test['false_alerts_per_1000']:.0f} false alerts per 1,000 normal sessions")
+        def describe(report) -> str:
+            test = report.test
+            return (f"{MODEL_NAME} v{report.version} ({report.alias}), h={report.window} g={report.top_g}: held-out "
+                    f"sessions P {test['precision']:.3f} R {test['recall']:.3f} F1 {test['f1']:.3f}, "
+                    f"{test['false_alerts_per_1000']:.0f} false alerts per 1,000 normal sessions")
+
+        return train_once(MODEL_NAME, "silver_log_session_version", lake.table_uri(settings, "silver", "log_session"),
+                          lambda: train_logs(settings, LogTrainOptions(),
+                                             progress=lambda m: progress(f"[train logs] {m}")), describe)
 
     step("train logs (Ray Train, MLflow)", train_logs)
 

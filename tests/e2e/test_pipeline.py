@@ -21,6 +21,8 @@ def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(settings, ray_clus
     assert first["fraud features + online store"].startswith("gold/features/fraud ")
     assert "paylake-fraud" in first["train fraud (Ray Train, MLflow)"] or \
         first["train fraud (Ray Train, MLflow)"].startswith("not trained: ")
+    assert "paylake-logseq" in first["train logs (Ray Train, MLflow)"], first["train logs (Ray Train, MLflow)"]
+    assert "alert(s)" in first["monitor logs (security alerts)"], first["monitor logs (security alerts)"]
     second = {r.step: r.outcome for r in run_pipeline(configured, scale="tiny", progress=lambda m: None)}
     assert second["migrate"] == "0 change(s) applied"
     assert second["seed --scale tiny"].startswith("already seeded")
@@ -28,3 +30,5 @@ def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(settings, ray_clus
     assert second["build-star (silver, gold)"].endswith("gold: unchanged")
     assert second["load → Snowflake"] == "nothing to load"
     assert "unchanged" in second["fraud features + online store"]
+    assert second["train logs (Ray Train, MLflow)"].endswith(": kept")
+    assert second["monitor logs (security alerts)"].startswith("0 new session(s) scored, 0 alert(s)")

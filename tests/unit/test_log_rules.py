@@ -88,7 +88,15 @@ def test_detection_metrics_and_the_choice_of_g():
     metrics = detection_metrics([True, True, False, False], [True, False, False, True])
     assert metrics["precision"] == 0.5 and metrics["recall"] == 0.5 and metrics["fpr"] == 0.5
     assert metrics["false_alerts_per_1000"] == 500.0
-    # three one-line sessions: an anomaly whose key ranks 3rd, normals ranking 0 and 1
-    ranks = LineRanks([1, 1, 1], np.array([5, 6, 7]), np.array([2, 0, 1]), np.zeros((3, 4), np.int64))
-    g, chosen = choose_top_g(ranks, [True, False, False], max_g=4)
-    assert g == 2 and chosen["f1"] == 1.0  # g=1 flags a normal session; g=3 misses the anomaly
+    # three one-line sessions (each with its end, which the model finds likely): an anomaly whose key ranks
+    # 3rd, normals ranking 0 and 1
+    ranks = LineRanks([2, 2, 2], np.array([5, 9, 6, 9, 7, 9]), np.array([2, 0, 0, 0, 1, 0]),
+                      np.array([0.1, 0.9, 0.5, 0.9, 0.3, 0.9]), np.array([False, True] * 3),
+                      np.zeros((6, 4), np.int64))
+    g, threshold, chosen = choose_top_g(ranks, [True, False, False], max_g=4, end_thresholds=(0.5,))
+    assert (g, threshold) == (2, 0.5) and chosen["f1"] == 1.0  # g=1 flags a normal session; g=3 misses the anomaly
+    # an end the model finds unlikely flags the session, whatever g
+    early = LineRanks([2], np.array([5, 9]), np.array([0, 0]), np.array([0.9, 0.001]), np.array([False, True]),
+                      np.zeros((2, 4), np.int64))
+    (verdict,) = early.verdicts(top_g=4, end_threshold=0.01)
+    assert verdict.anomalous and verdict.lines[0]["position"] == 1 and verdict.lines[0]["seen"] == -1

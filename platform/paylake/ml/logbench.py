@@ -5,7 +5,8 @@ Files: one session per line, space-separated 1-based key ids. The model trains
 on normal sessions only. By default the 4,000 normal sessions are split by a
 fixed shuffle into train (60 %), validation (20 %) and test (20 %), the abnormal
 ones into validation (half) and test (half); g is chosen on validation only (the
-best F1 at the paper's class mix), then the test sessions are scored once.
+best F1 at the paper's class mix), jointly with the end-of-session threshold, then the test sessions are
+scored once.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def at_paper_mix(fpr: float, recall: float) -> tuple[float, float, float]:
 class HdfsResult:
     window: int
     top_g: int
+    end_threshold: float
     train_sessions: int
     train_seconds: float
     fpr: float
@@ -71,7 +73,7 @@ class HdfsResult:
 def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, window: int = 10,
                   train_file: Path | None = None, normal_file: Path | None = None,
                   abnormal_file: Path | None = None, data: Path = HDFS_DATA) -> HdfsResult:
-    from paylake.ml.logseq import LogModelConfig, line_ranks, train_model
+    from paylake.ml.logseq import END_THRESHOLDS, LogModelConfig, line_ranks, train_model
     from paylake.raycluster import init_ray
 
     rng = random.Random(7)
@@ -98,25 +100,25 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
     valid_n = line_ranks(model, encode(valid_normal), window, max_g)
     valid_a = line_ranks(model, encode(valid_abnormal), window, max_g)
 
-    def f1_at(g: int) -> float:
-        fpr = sum(v.anomalous for v in valid_n.verdicts(g)) / len(valid_normal)
-        recall = sum(v.anomalous for v in valid_a.verdicts(g)) / len(valid_abnormal)
+    def f1_at(g: int, threshold: float) -> float:
+        fpr = sum(v.anomalous for v in valid_n.verdicts(g, threshold)) / len(valid_normal)
+        recall = sum(v.anomalous for v in valid_a.verdicts(g, threshold)) / len(valid_abnormal)
         return at_paper_mix(fpr, recall)[2]
 
-    choices = {g: f1_at(g) for g in range(1, max_g + 1)}
-    g = max(choices, key=lambda k: (choices[k], -k))
+    choices = {(g, t): f1_at(g, t) for g in range(1, max_g + 1) for t in END_THRESHOLDS}
+    g, threshold = max(choices, key=lambda k: (choices[k], -k[0], -k[1]))
 
-    normal_verdicts = line_ranks(model, encode(test_normal), window, g).verdicts(g)
+    normal_verdicts = line_ranks(model, encode(test_normal), window, g).verdicts(g, threshold)
     fp = sum(v.anomalous for v in normal_verdicts)
     seen = {tuple(s) for s in train}
     distinct_unseen = {tuple(s): v.anomalous for s, v in zip(test_normal, normal_verdicts) if tuple(s) not in seen}
     fp_unseen = sum(distinct_unseen.values())
-    abnormal_verdicts = line_ranks(model, encode(test_abnormal), window, g).verdicts(g)
+    abnormal_verdicts = line_ranks(model, encode(test_abnormal), window, g).verdicts(g, threshold)
     with_new = [v.anomalous for s, v in zip(test_abnormal, abnormal_verdicts) if any(k not in known for k in s)]
     rest = [v.anomalous for s, v in zip(test_abnormal, abnormal_verdicts) if all(k in known for k in s)]
     fpr, recall = fp / len(test_normal), sum(v.anomalous for v in abnormal_verdicts) / len(test_abnormal)
     precision, recall_mix, f1 = at_paper_mix(fpr, recall)
-    return HdfsResult(window, g, len(train), seconds, fpr, wilson(fp, len(test_normal)), len(test_normal),
+    return HdfsResult(window, g, threshold, len(train), seconds, fpr, wilson(fp, len(test_normal)), len(test_normal),
                       fp_unseen / max(len(distinct_unseen), 1), wilson(fp_unseen, len(distinct_unseen)),
                       len(distinct_unseen), sum(with_new) / max(len(with_new), 1), len(with_new),
                       sum(rest) / max(len(rest), 1), len(rest), recall, len(test_abnormal), precision, recall_mix,
@@ -128,7 +130,7 @@ def print_hdfs(r: HdfsResult) -> None:
     from paylake.report import console, summary_table
 
     console.print(f"HDFS: trained on {r.train_sessions:,} normal sessions in {r.train_seconds:.0f} s; "
-                  f"h={r.window}, g={r.top_g} (chosen on validation)")
+                  f"h={r.window}, g={r.top_g}, end threshold {r.end_threshold} (chosen on validation)")
     rows = [("false-positive rate, held-out normal sessions", f"{r.fpr:.4f}",
              f"[{r.fpr_interval[0]:.4f}, {r.fpr_interval[1]:.4f}]", f"{r.test_normal:,}"),
             ("false-positive rate, held-out sequences unseen in training", f"{r.fpr_unseen:.4f}",

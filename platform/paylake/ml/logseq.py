@@ -1,9 +1,12 @@
 """The log-sequence anomaly model (DeepLog): predict a session's next log key from the h before it.
 
 Sessions are sequences of key indices (``paylake.ml.logkeys.Vocabulary``; 0 is
-the unknown key). Training windows are every (h keys → next key) pair of the
-*normal* sessions, each session padded on the left with ``PAD`` so that its
-first lines are predicted too. The model is an LSTM over key embeddings with a
+the unknown key). Two more indices follow the vocabulary: ``config.pad`` (the
+start-of-session padding, not the unknown key) and ``config.end`` (end of
+session). Training windows are every (h keys → next key) pair of the *normal*
+sessions, each session padded on the left with ``pad`` so that its first lines
+are predicted too, and followed by ``end`` as one more target so that a session
+that stops early is checked too. The model is an LSTM over key embeddings with a
 softmax over the vocabulary, trained with ``ray.train.torch.TorchTrainer``
 (DDP over gloo on CPU; each worker a shard of the windows; a GPU worker group
 when the cluster has GPUs). A checkpoint is reported every ``checkpoint_every``
@@ -12,11 +15,14 @@ a run started again with the same name and storage path resumes from the
 latest (``ray.train.get_checkpoint()``).
 
 Detection: a line is anomalous when its key is not among the model's top-g
-predictions (an unknown key never is); a session is anomalous when any line
-is. Its score is the largest rank-surprise of its lines (0 = every key was the
-top prediction, 1 = a key outside the top-g). h and g are chosen on a
-validation split of normal sessions (the false-positive rate budget), never on
-the test data.
+predictions (an unknown key never is); the end of a session is anomalous when
+the model gives it a probability below ``end_threshold`` (a rank test is too
+lax there: after "5 22" the few keys that can follow take all the probability
+and the end, at ~1e-4, still ranks 4th); a session is anomalous when any line
+or its end is. Its score is the largest rank-surprise of its lines (0 = every
+key was the top prediction, 1 = a key outside the top-g or an unlikely end). h,
+g and the end threshold are chosen on a validation split, never on the test
+data.
 """
 
 from __future__ import annotations
@@ -32,31 +38,45 @@ import numpy as np
 
 from paylake.settings import Settings
 
-PAD = 0  # shares the index of the unknown key: "nothing known before"
-
 
 @dataclass(frozen=True)
 class LogModelConfig:
     vocabulary_size: int
     window: int = 10  # h
     top_g: int = 9  # g
+    end_threshold: float = 0.01  # the end of a session is anomalous below this probability
     embedding: int = 32
     hidden: int = 64
     layers: int = 2
     epochs: int = 12
     batch_size: int = 512
     learning_rate: float = 0.003
-    checkpoint_every: int = 5  # epochs between checkpoints (each report is a ~2 s barrier here); the last always
+    checkpoint_every: int = 10  # epochs between checkpoints (each report is a ~2 s barrier here); the last always
+
+    @property
+    def pad(self) -> int:  # start-of-session padding (0 stays the unknown key)
+        return self.vocabulary_size
+
+    @property
+    def end(self) -> int:  # end of session: the target after a session's last key
+        return self.vocabulary_size + 1
+
+    @property
+    def classes(self) -> int:
+        return self.vocabulary_size + 2
 
 
-def windows(sessions: Sequence[Sequence[int]], h: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every (h previous keys, next key) pair of the sessions, left-padded with PAD."""
+def windows(sessions: Sequence[Sequence[int]], h: int, vocabulary_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (h previous keys, next key) pair of the sessions, left-padded with the pad index; the last
+    target of each session is the end index (len(session) + 1 pairs per session)."""
+    pad, end = vocabulary_size, vocabulary_size + 1
     xs, ys = [], []
     for session in sessions:
-        padded = [PAD] * h + list(session)
-        for i in range(len(session)):
+        padded = [pad] * h + list(session)
+        targets = list(session) + [end]
+        for i in range(len(targets)):
             xs.append(padded[i:i + h])
-            ys.append(session[i])
+            ys.append(targets[i])
     if not xs:
         return np.zeros((0, h), np.int64), np.zeros(0, np.int64)
     return np.asarray(xs, np.int64), np.asarray(ys, np.int64)
@@ -69,9 +89,9 @@ def build_model(config: LogModelConfig):
     class NextKey(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.embed = nn.Embedding(config.vocabulary_size, config.embedding)
+            self.embed = nn.Embedding(config.classes, config.embedding)
             self.lstm = nn.LSTM(config.embedding, config.hidden, num_layers=config.layers, batch_first=True)
-            self.out = nn.Linear(config.hidden, config.vocabulary_size)
+            self.out = nn.Linear(config.hidden, config.classes)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             hidden, _ = self.lstm(self.embed(x))
@@ -142,7 +162,7 @@ def train_model(sessions: Sequence[Sequence[int]], config: LogModelConfig, *, nu
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    x, y = windows(sessions, config.window)
+    x, y = windows(sessions, config.window, config.vocabulary_size)
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={"config": config.__dict__, "x": x, "y": y, "stop_after_epoch": stop_after_epoch},
@@ -165,48 +185,59 @@ def train_model(sessions: Sequence[Sequence[int]], config: LogModelConfig, *, nu
 class SessionVerdict:
     anomalous: bool
     score: float  # 0..1: the largest rank-surprise of its lines
-    lines: list[dict]  # anomalous lines: position, key seen, expected keys (top-g)
+    lines: list[dict]  # anomalous lines: position, key seen, expected keys (top-g); an unlikely end of session
+    # is the position len(session) with seen = -1
 
 
 @dataclass(frozen=True)
 class LineRanks:
     """Each line's rank among the model's predictions (0 = the top one), computed once for any g."""
 
-    lengths: list[int]
-    seen: np.ndarray  # key index of each line (0: unknown)
+    lengths: list[int]  # lines per session, its end included (len(session) + 1)
+    seen: np.ndarray  # key index of each line (0: unknown; the last of each session: the end index)
     ranks: np.ndarray
+    probability: np.ndarray  # the probability the model gave the key seen (or the end)
+    end: np.ndarray  # True for the end-of-session targets
     top: np.ndarray  # the best ``max_g`` predictions of each line
 
-    def verdicts(self, top_g: int) -> list[SessionVerdict]:
-        bad_line = (self.seen == 0) | (self.ranks >= top_g)
-        surprise = np.where(bad_line, 1.0, self.ranks / top_g)
+    def verdicts(self, top_g: int, end_threshold: float = 0.01) -> list[SessionVerdict]:
+        bad_line = (self.seen == 0) | (~self.end & (self.ranks >= top_g)) | (self.end & (self.probability
+                                                                                          < end_threshold))
+        surprise = np.where(bad_line, 1.0, np.minimum(self.ranks / top_g, 0.999))
         verdicts, at = [], 0
         for n in self.lengths:
             bad = np.flatnonzero(bad_line[at:at + n])
             verdicts.append(SessionVerdict(bool(len(bad)), float(surprise[at:at + n].max(initial=0.0)),
-                                           [{"position": int(i), "seen": int(self.seen[at + i]),
+                                           [{"position": int(i), "seen": -1 if self.end[at + i] else
+                                             int(self.seen[at + i]),
                                              "expected": [int(k) for k in self.top[at + i, :top_g]]} for i in bad]))
             at += n
         return verdicts
 
 
 def line_ranks(model, sessions: Sequence[Sequence[int]], window: int, max_g: int) -> LineRanks:
-    """The model's predictions for every line of the sessions, batched."""
+    """The model's predictions for every line (and the end) of the sessions, batched."""
     import torch
 
-    x, y = windows(sessions, window)
+    vocabulary_size = model.embed.num_embeddings - 2  # the pad and end indices follow the vocabulary
+    x, y = windows(sessions, window, vocabulary_size)
+    end = y == vocabulary_size + 1
+    lengths = [len(s) + 1 for s in sessions]
     if len(x) == 0:
-        return LineRanks([len(s) for s in sessions], y, y, np.zeros((0, max_g), np.int64))
+        return LineRanks(lengths, y, y, np.zeros(0), end, np.zeros((0, max_g), np.int64))
     with torch.no_grad():
         logits = torch.cat([model(torch.from_numpy(x[i:i + 8192])) for i in range(0, len(x), 8192)])
-    ranks = (logits > logits.gather(1, torch.from_numpy(y)[:, None])).sum(1).numpy()
+    target = logits.gather(1, torch.from_numpy(y)[:, None])
+    ranks = (logits > target).sum(1).numpy()
+    probability = torch.softmax(logits, 1).gather(1, torch.from_numpy(y)[:, None])[:, 0].numpy()
     top = logits.topk(min(max_g, logits.shape[1]), dim=1).indices.numpy()
-    return LineRanks([len(s) for s in sessions], y, ranks, top)
+    return LineRanks(lengths, y, ranks, probability, end, top)
 
 
-def score_sessions(model, sessions: Sequence[Sequence[int]], window: int, top_g: int) -> list[SessionVerdict]:
+def score_sessions(model, sessions: Sequence[Sequence[int]], window: int, top_g: int,
+                   end_threshold: float = 0.01) -> list[SessionVerdict]:
     """Each session's verdict (see the module docstring); batched over all lines of all sessions."""
-    return line_ranks(model, sessions, window, top_g).verdicts(top_g)
+    return line_ranks(model, sessions, window, top_g).verdicts(top_g, end_threshold)
 
 
 # ----------------------------------------------------------------------------- scorer (what Serve calls)
@@ -222,16 +253,24 @@ class LogScorer:
         """Per session: ``anomalous``, ``decision``, ``score`` and the anomalous lines (line number, the key
         seen, the expected keys)."""
         verdicts = score_sessions(self.model, [self.vocabulary.encode(keys) for keys in sessions],
-                                  self.config.window, self.config.top_g)
+                                  self.config.window, self.config.top_g, self.config.end_threshold)
         out = []
         for keys, verdict in zip(sessions, verdicts):
             out.append({"anomalous": verdict.anomalous, "decision": "anomalous" if verdict.anomalous else "normal",
                         "score": round(float(verdict.score), 6),
-                        "lines": [{"line": line["position"], "seen": keys[line["position"]],
+                        "lines": [{"line": line["position"],
+                                   "seen": keys[line["position"]] if line["seen"] >= 0 else "<end of session>",
                                    "known": line["seen"] != 0,
-                                   "expected": [self.vocabulary.key(k) for k in line["expected"]]}
+                                   "expected": [self.key_name(k) for k in line["expected"]]}
                                   for line in verdict.lines]})
         return out
+
+    def key_name(self, index: int) -> str:
+        if index == self.config.end:
+            return "<end of session>"
+        if index == self.config.pad:
+            return "<start of session>"
+        return self.vocabulary.key(index)
 
     def score_lines(self, lines: object) -> dict:
         """One session from its raw log lines (a ``Log`` document's ``lines``); a ContractError names what is
@@ -284,15 +323,21 @@ def detection_metrics(flags: Sequence[bool], truth: Sequence[bool]) -> dict[str,
             "sessions": float(len(truth)), "anomalous": float(positives)}
 
 
-def choose_top_g(ranks: LineRanks, truth: Sequence[bool], max_g: int) -> tuple[int, dict[str, float]]:
-    """g with the best F1 on these (validation) sessions; ties: fewer false positives, then the larger g."""
+END_THRESHOLDS = (0.03, 0.01, 0.003, 0.001, 0.0003)
+
+
+def choose_top_g(ranks: LineRanks, truth: Sequence[bool], max_g: int,
+                 end_thresholds: Sequence[float] = END_THRESHOLDS) -> tuple[int, float, dict[str, float]]:
+    """g and the end threshold with the best F1 on these (validation) sessions; ties: fewer false positives,
+    then the larger g, then the smaller threshold."""
     best = None
     for g in range(1, max_g + 1):
-        metrics = detection_metrics([v.anomalous for v in ranks.verdicts(g)], truth)
-        rank = (metrics["f1"], -metrics["fpr"], g)
-        if best is None or rank > best[0]:
-            best = (rank, g, metrics)
-    return best[1], best[2]
+        for threshold in end_thresholds:
+            metrics = detection_metrics([v.anomalous for v in ranks.verdicts(g, threshold)], truth)
+            rank = (metrics["f1"], -metrics["fpr"], g, -threshold)
+            if best is None or rank > best[0]:
+                best = (rank, g, threshold, metrics)
+    return best[1], best[2], best[3]
 
 
 # ----------------------------------------------------------------------------- the job
@@ -322,6 +367,7 @@ class LogTrainReport:
     alias_reason: str
     window: int
     top_g: int
+    end_threshold: float
     sessions: dict[str, int]
     skipped: dict[str, int]
     vocabulary_size: int
@@ -369,10 +415,11 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
         seconds += took
         max_g = min(options.max_g, len(vocabulary) - 1)
         ranks = line_ranks(model, [vocabulary.encode(s.keys) for s in parts["valid"]], h, max_g)
-        g, metrics = choose_top_g(ranks, truth["valid"], max_g)
-        candidates.append(((metrics["f1"], -metrics["fpr"], -h), h, g, metrics, model, config))
-    _, window, top_g, valid_metrics, model, config = max(candidates, key=lambda c: c[0])
-    scorer = LogScorer(model, LogModelConfig(**{**config.__dict__, "top_g": top_g}), vocabulary)
+        g, threshold, metrics = choose_top_g(ranks, truth["valid"], max_g)
+        candidates.append(((metrics["f1"], -metrics["fpr"], -h), h, g, threshold, metrics, model, config))
+    _, window, top_g, end_threshold, valid_metrics, model, config = max(candidates, key=lambda c: c[0])
+    scorer = LogScorer(model, LogModelConfig(**{**config.__dict__, "top_g": top_g, "end_threshold": end_threshold}),
+                       vocabulary)
     results = scorer.score_keys([s.keys for s in parts["test"]])
     flags = [r["anomalous"] for r in results]
     test_metrics = detection_metrics(flags, truth["test"])
@@ -386,6 +433,7 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
     mlflow.set_experiment(options.experiment)
     with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as folder:
         mlflow.log_params({"num_workers": options.num_workers, "window": window, "top_g": top_g,
+                           "end_threshold": end_threshold,
                            "windows_tried": ",".join(map(str, options.windows)), "epochs": options.epochs,
                            "silver_log_session_version": silver_version,
                            "vocabulary_size": len(vocabulary), "hidden": config.hidden, "layers": config.layers,
@@ -402,7 +450,8 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
             signature=infer_signature(example, pd.DataFrame([{"anomalous": False, "score": 0.0,
                                                               "anomalous_lines": "[]"}])),
             input_example=example, registered_model_name=options.model_name,
-            metadata={"window": window, "top_g": top_g, "vocabulary_size": len(vocabulary)})
+            metadata={"window": window, "top_g": top_g, "end_threshold": end_threshold,
+                      "vocabulary_size": len(vocabulary)})
     version = str(info.registered_model_version)
 
     test_lines = [list(s.lines) for s in parts["test"]]
@@ -413,7 +462,7 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
                                  truth["test"])["f1"]
 
     alias, reason = registry.promote(settings, options.model_name, version, "F1", test_metrics["f1"], champion_f1)
-    return LogTrainReport(options.model_name, version, alias, reason, window, top_g,
+    return LogTrainReport(options.model_name, version, alias, reason, window, top_g, end_threshold,
                           {k: len(v) for k, v in parts.items()}, dict(data.skipped), len(vocabulary),
                           valid_metrics, test_metrics, per_scenario, seconds, run.info.run_id)
 
