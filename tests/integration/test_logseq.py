@@ -42,3 +42,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(ray_cluster, sessions, tm
                     stop_after_epoch=2)
     _, metrics, _ = train_model(sessions, RESUME, num_workers=2, run_name="test-resume", storage_path=str(tmp_path))
     assert metrics["resumed_at_epoch"] == 2 and metrics["epoch"] == RESUME.epochs - 1
+
+
+def test_a_run_name_is_not_resumed_with_another_configuration(ray_cluster, sessions, tmp_path):
+    train_model(sessions[:100], RESUME, num_workers=1, run_name="test-config", storage_path=str(tmp_path))
+    other = LogModelConfig(**{**RESUME.__dict__, "vocabulary_size": 14})
+    with pytest.raises(Exception, match="another configuration"):
+        train_model(sessions[:100], other, num_workers=1, run_name="test-config", storage_path=str(tmp_path))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
 
     init_ray(settings)
     config = LogModelConfig(vocabulary_size=size, window=window, epochs=epochs)
-    model, _, seconds = train_model(encode(train), config, num_workers=workers, run_name="bench-hdfs")
+    model, _, seconds = train_model(encode(train), config, num_workers=workers, run_name=f"bench-hdfs-{time.time_ns()}")
     max_g = min(15, size - 1)
     valid_n = line_ranks(model, encode(valid_normal), window, max_g)
     valid_a = line_ranks(model, encode(valid_abnormal), window, max_g)

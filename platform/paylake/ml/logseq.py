@@ -49,7 +49,7 @@ class LogModelConfig:
     hidden: int = 64
     layers: int = 2
     epochs: int = 12
-    batch_size: int = 512
+    batch_size: int = 512  # global: each of N workers takes batch_size // N per step
     learning_rate: float = 0.003
     checkpoint_every: int = 10  # epochs between checkpoints (each report is a ~2 s barrier here); the last always
 
@@ -116,6 +116,10 @@ def _train_loop(loop: dict) -> None:
     if checkpoint:  # a resumed run: the latest epoch's weights and optimiser
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder, "state.pt"), weights_only=True)
+        if state.get("config") != loop["config"]:
+            raise ValueError("the latest checkpoint of this run name was trained with another configuration "
+                             f"({state.get('config')} vs {loop['config']}): resume with the same configuration, "
+                             "or train under another run name")
         target = model.module if hasattr(model, "module") else model
         target.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -125,13 +129,14 @@ def _train_loop(loop: dict) -> None:
     x = torch.from_numpy(np.asarray(loop["x"])[rank::size])
     y = torch.from_numpy(np.asarray(loop["y"])[rank::size])
     generator = torch.Generator().manual_seed(11)
+    batch = max(1, config.batch_size // size)  # the global batch (and the steps per epoch) whatever the workers
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
         order = torch.randperm(len(x), generator=generator)
         total, batches = 0.0, 0
         model.train()
-        for i in range(0, len(x), config.batch_size):
-            pick = order[i:i + config.batch_size]
+        for i in range(0, len(x), batch):
+            pick = order[i:i + batch]
             optimiser.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(x[pick]), y[pick])
             loss.backward()
@@ -144,7 +149,8 @@ def _train_loop(loop: dict) -> None:
         elif rank == 0:
             with tempfile.TemporaryDirectory() as folder:
                 target = model.module if hasattr(model, "module") else model
-                torch.save({"model": target.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch},
+                torch.save({"model": target.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch,
+                            "config": loop["config"]},
                            Path(folder, "state.pt"))
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
         else:
