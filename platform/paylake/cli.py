@@ -437,12 +437,14 @@ def train_logs_command(
     epochs: Annotated[int, typer.Option(help="Training epochs per window.")] = 30,
     hdfs: Annotated[bool, typer.Option(help="Also train and score the same model code on the public HDFS "
                                        "sessions (../shared/data/hdfs) and print its figures.")] = True,
+    checkpoints_in_lake: Annotated[bool, typer.Option(help="Ray Train checkpoints under <lake_root>/checkpoints/ "
+                                                      "(the lake's object store) instead of a local folder.")] = False,
 ) -> None:
     """Log-sequence anomaly model (LSTM next-key, DeepLog) on the normal database sessions of silver."""
     from paylake.ml.logseq import LogTrainOptions, train_logs
     from paylake.settings import load_settings
 
-    options = LogTrainOptions(num_workers=workers, epochs=epochs,
+    options = LogTrainOptions(num_workers=workers, epochs=epochs, checkpoints_in_lake=checkpoints_in_lake,
                               **({"windows": tuple(window)} if window else {}))
     settings = load_settings()
     with console.status("training") as status:

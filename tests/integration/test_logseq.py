@@ -4,10 +4,13 @@ an out-of-place or unknown key, and a run killed after an epoch resumes from its
 from __future__ import annotations
 
 import random
+import uuid
 
+import pyarrow.fs as pafs
 import pytest
 
 from paylake.ml.logseq import LogModelConfig, score_sessions, train_model
+from paylake.stores import lake
 
 CONFIG = LogModelConfig(vocabulary_size=12, window=4, top_g=2, epochs=20, hidden=32, embedding=16,
                         batch_size=128, learning_rate=0.01)
@@ -36,12 +39,16 @@ def test_two_workers_learn_normal_sessions_and_flag_anomalies(ray_cluster, sessi
     assert verdicts[2].lines[0] == {"position": 3, "seen": 0, "expected": verdicts[2].lines[0]["expected"]}
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint(ray_cluster, sessions, tmp_path):
+def test_a_killed_run_resumes_from_its_last_checkpoint_in_the_lake_object_store(ray_cluster, settings, sessions):
+    assert settings.lake_is_s3
+    where = {"storage_path": lake.table_uri(settings, "checkpoints", uuid.uuid4().hex).removeprefix("s3://"),
+             "storage_filesystem": lake.filesystem(settings)}
     with pytest.raises(Exception, match="stopped after epoch 2"):  # checkpoints after epochs 1, 3, 5
-        train_model(sessions, RESUME, num_workers=2, run_name="test-resume", storage_path=str(tmp_path),
-                    stop_after_epoch=2)
-    _, metrics, _ = train_model(sessions, RESUME, num_workers=2, run_name="test-resume", storage_path=str(tmp_path))
+        train_model(sessions, RESUME, num_workers=2, run_name="test-resume", stop_after_epoch=2, **where)
+    _, metrics, _ = train_model(sessions, RESUME, num_workers=2, run_name="test-resume", **where)
     assert metrics["resumed_at_epoch"] == 2 and metrics["epoch"] == RESUME.epochs - 1
+    stored = lake.filesystem(settings).get_file_info(pafs.FileSelector(where["storage_path"], recursive=True))
+    assert any(info.base_name == "state.pt" for info in stored), "the checkpoints are in the object store"
 
 
 def test_a_run_name_is_not_resumed_with_another_configuration(ray_cluster, sessions, tmp_path):

@@ -363,6 +363,7 @@ class LogTrainOptions:
     model_name: str = MODEL_NAME
     experiment: str = EXPERIMENT
     storage_path: str | None = None  # Ray Train checkpoints (default: a temporary folder)
+    checkpoints_in_lake: bool = False  # checkpoints under <lake_root>/checkpoints/ (the lake's object store)
 
 
 @dataclass
@@ -409,6 +410,10 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
         raise PaylakeError(f"{len(parts['train'])} normal session(s) to train on (need {options.min_train_sessions}):"
                            " seed more with 'paylake seed --log-sessions N', then extract and build silver")
     vocabulary = Vocabulary.build(s.keys for s in parts["train"])
+    storage_path, filesystem = options.storage_path, None
+    if options.checkpoints_in_lake:  # through the lake's filesystem (S3 with its endpoint, or local)
+        storage_path = lake.table_uri(settings, "checkpoints").removeprefix("s3://")
+        filesystem = lake.filesystem(settings)
     truth = {name: [s.anomalous for s in part] for name, part in parts.items()}
     run_name = f"logseq-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
     candidates, seconds = [], 0.0
@@ -417,7 +422,7 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
         config = LogModelConfig(vocabulary_size=len(vocabulary), window=h, epochs=options.epochs)
         model, _, took = train_model([vocabulary.encode(s.keys) for s in parts["train"]], config,
                                      num_workers=options.num_workers, run_name=f"{run_name}-h{h}",
-                                     storage_path=options.storage_path)
+                                     storage_path=storage_path, storage_filesystem=filesystem)
         seconds += took
         max_g = min(options.max_g, len(vocabulary) - 1)
         ranks = line_ranks(model, [vocabulary.encode(s.keys) for s in parts["valid"]], h, max_g)

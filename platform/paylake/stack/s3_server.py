@@ -10,7 +10,8 @@ multipart uploads.
 
 This entrypoint adds the one call the lake needs that localbucket lacks,
 DeleteObjects (``POST /<bucket>?delete``, used by Delta VACUUM and bulk
-clean-ups), logs only warnings (one INFO line per request would fill the log),
+clean-ups), accepts directory markers (``key/``, written by pyarrow's
+``create_dir``: Ray Train checkpoints) as no-ops, logs only warnings (one INFO line per request would fill the log),
 accepts a longer connection backlog for parallel Ray readers, and stops cleanly
 on SIGTERM. Like every local server it listens on loopback only; it does not
 check request signatures (nor did moto): production uses S3 with IAM.
@@ -25,6 +26,7 @@ import signal
 import sys
 import threading
 import xml.etree.ElementTree as ET
+from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,9 +34,45 @@ import localbucket
 
 from paylake.stack.process import server_arguments
 
+_EMPTY_ETAG = '"d41d8cd98f00b204e9800998ecf8427e"'  # md5 of nothing
+
 
 class LakeS3Handler(localbucket.S3Handler):
-    """localbucket's handler with DeleteObjects."""
+    """localbucket's handler with DeleteObjects, and directory markers as no-ops."""
+
+    # Directory markers (empty objects whose key ends with "/", which pyarrow's S3FileSystem.create_dir
+    # writes, e.g. for Ray Train's checkpoints): on a store of files a prefix exists while it holds objects,
+    # so a marker's PUT and DELETE succeed without storing anything and a HEAD/GET says it is not an object
+    # (clients then list the prefix, as S3 semantics allow).
+    def _put(self, bucket: str, key: str):
+        if key.endswith("/") and key.strip("/") and not self.query:
+            self._read_body()
+            self._bucket_dir(bucket)
+            self._send(HTTPStatus.OK, headers={"ETag": _EMPTY_ETAG})
+            return
+        super()._put(bucket, key)
+
+    def _marker_not_found(self, bucket: str, key: str) -> bool:
+        if key.endswith("/") and key.strip("/"):
+            self._bucket_dir(bucket)
+            raise localbucket.S3Error(HTTPStatus.NOT_FOUND, "NoSuchKey", "The specified key does not "
+                                      "exist.")
+        return False
+
+    def _head_request(self, bucket: str, key: str):
+        self._marker_not_found(bucket, key)
+        super()._head_request(bucket, key)
+
+    def _get_request(self, bucket: str, key: str):
+        self._marker_not_found(bucket, key)
+        super()._get_request(bucket, key)
+
+    def _delete_request(self, bucket: str, key: str):
+        if key.endswith("/") and key.strip("/") and not self.query:
+            self._bucket_dir(bucket)
+            self._send(HTTPStatus.NO_CONTENT)
+            return
+        super()._delete_request(bucket, key)
 
     def _post_request(self, bucket: str, key: str):
         if bucket and not key and "delete" in self.query:
