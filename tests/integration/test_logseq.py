@@ -39,7 +39,7 @@ def test_two_workers_learn_normal_sessions_and_flag_anomalies(ray_cluster, sessi
     assert verdicts[2].lines[0] == {"position": 3, "seen": 0, "expected": verdicts[2].lines[0]["expected"]}
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint_in_the_lake_object_store(ray_cluster, settings, sessions):
+def test_a_killed_run_resumes_from_its_last_checkpoint_in_the_lake_object_store_and_only_as_itself(ray_cluster, settings, sessions):
     assert settings.lake_is_s3
     where = {"storage_path": lake.table_uri(settings, "checkpoints", uuid.uuid4().hex).removeprefix("s3://"),
              "storage_filesystem": lake.filesystem(settings)}
@@ -49,10 +49,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_in_the_lake_object_store(
     assert metrics["resumed_at_epoch"] == 2 and metrics["epoch"] == RESUME.epochs - 1
     stored = lake.filesystem(settings).get_file_info(pafs.FileSelector(where["storage_path"], recursive=True))
     assert any(info.base_name == "state.pt" for info in stored), "the checkpoints are in the object store"
-
-
-def test_a_run_name_is_not_resumed_with_another_configuration(ray_cluster, sessions, tmp_path):
-    train_model(sessions[:100], RESUME, num_workers=1, run_name="test-config", storage_path=str(tmp_path))
-    other = LogModelConfig(**{**RESUME.__dict__, "vocabulary_size": 14})
+    other = LogModelConfig(**{**RESUME.__dict__, "vocabulary_size": 14})  # same run name, another model
     with pytest.raises(Exception, match="another configuration"):
-        train_model(sessions[:100], other, num_workers=1, run_name="test-config", storage_path=str(tmp_path))
+        train_model(sessions, other, num_workers=2, run_name="test-resume", **where)
+

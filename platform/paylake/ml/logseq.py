@@ -101,57 +101,69 @@ def build_model(config: LogModelConfig):
 
 
 def _train_loop(loop: dict) -> None:
-    """One TorchTrainer worker: its shard of the windows, DDP, a checkpoint per epoch, resumable."""
+    """One TorchTrainer worker: its shard of the windows of every candidate configuration (e.g. several h),
+    one DDP model each, trained side by side epoch by epoch (one worker group for all candidates), a
+    checkpoint of all of them every ``checkpoint_every`` epochs, resumable."""
     import ray.train
     import ray.train.torch
     import torch
     from ray.train import Checkpoint
 
-    config = LogModelConfig(**loop["config"])
+    configs = [LogModelConfig(**c) for c in loop["configs"]]
     torch.manual_seed(7)
-    model = ray.train.torch.prepare_model(build_model(config))
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    models = [ray.train.torch.prepare_model(build_model(c)) for c in configs]
+    optimisers = [torch.optim.Adam(m.parameters(), lr=c.learning_rate) for m, c in zip(models, configs)]
+
+    def unwrapped(model):
+        return model.module if hasattr(model, "module") else model
+
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # a resumed run: the latest epoch's weights and optimiser
+    if checkpoint:  # a resumed run: the latest epoch's weights and optimisers
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder, "state.pt"), weights_only=True)
-        if state.get("config") != loop["config"]:
+        if state.get("configs") != loop["configs"]:
             raise ValueError("the latest checkpoint of this run name was trained with another configuration "
-                             f"({state.get('config')} vs {loop['config']}): resume with the same configuration, "
+                             f"({state.get('configs')} vs {loop['configs']}): resume with the same configuration, "
                              "or train under another run name")
-        target = model.module if hasattr(model, "module") else model
-        target.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
+        for model, optimiser, saved, saved_optimiser in zip(models, optimisers, state["models"],
+                                                            state["optimisers"]):
+            unwrapped(model).load_state_dict(saved)
+            optimiser.load_state_dict(saved_optimiser)
         start_epoch = state["epoch"] + 1
     context = ray.train.get_context()
     rank, size = context.get_world_rank(), context.get_world_size()
-    x = torch.from_numpy(np.asarray(loop["x"])[rank::size])
-    y = torch.from_numpy(np.asarray(loop["y"])[rank::size])
+    data = [(torch.from_numpy(np.asarray(x)[rank::size]), torch.from_numpy(np.asarray(y)[rank::size]))
+            for x, y in loop["data"]]
     generator = torch.Generator().manual_seed(11)
-    batch = max(1, config.batch_size // size)  # the global batch (and the steps per epoch) whatever the workers
-    for epoch in range(start_epoch, config.epochs):
+    epochs, every = max(c.epochs for c in configs), max(configs[0].checkpoint_every, 1)
+    for epoch in range(start_epoch, epochs):
         began = time.perf_counter()
-        order = torch.randperm(len(x), generator=generator)
-        total, batches = 0.0, 0
-        model.train()
-        for i in range(0, len(x), batch):
-            pick = order[i:i + batch]
-            optimiser.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x[pick]), y[pick])
-            loss.backward()
-            optimiser.step()
-            total, batches = total + float(loss), batches + 1
-        metrics = {"epoch": epoch, "loss": total / max(batches, 1), "seconds": time.perf_counter() - began,
-                   "resumed_at_epoch": start_epoch}
-        if (epoch + 1) % max(config.checkpoint_every, 1) and epoch != config.epochs - 1:
+        losses = []
+        for model, optimiser, (x, y), config in zip(models, optimisers, data, configs):
+            if epoch >= config.epochs:
+                continue
+            batch = max(1, config.batch_size // size)  # the global batch (and steps per epoch) whatever the workers
+            order = torch.randperm(len(x), generator=generator)
+            total, batches = 0.0, 0
+            model.train()
+            for i in range(0, len(x), batch):
+                pick = order[i:i + batch]
+                optimiser.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x[pick]), y[pick])
+                loss.backward()
+                optimiser.step()
+                total, batches = total + float(loss), batches + 1
+            losses.append(total / max(batches, 1))
+        metrics = {"epoch": epoch, "loss": float(np.mean(losses)), "losses": losses,
+                   "seconds": time.perf_counter() - began, "resumed_at_epoch": start_epoch}
+        if (epoch + 1) % every and epoch != epochs - 1:
             pass  # no report this epoch (a checkpoint is a barrier)
         elif rank == 0:
             with tempfile.TemporaryDirectory() as folder:
-                target = model.module if hasattr(model, "module") else model
-                torch.save({"model": target.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch,
-                            "config": loop["config"]},
-                           Path(folder, "state.pt"))
+                torch.save({"models": [unwrapped(m).state_dict() for m in models],
+                            "optimisers": [o.state_dict() for o in optimisers], "epoch": epoch,
+                            "configs": loop["configs"]}, Path(folder, "state.pt"))
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
         else:
             ray.train.report(metrics)
@@ -159,19 +171,21 @@ def _train_loop(loop: dict) -> None:
             raise RuntimeError(f"stopped after epoch {epoch} (test)")
 
 
-def train_model(sessions: Sequence[Sequence[int]], config: LogModelConfig, *, num_workers: int = 2,
-                run_name: str = "logseq", storage_path: str | None = None, storage_filesystem=None,
-                stop_after_epoch: int | None = None):
-    """Train on normal sessions with TorchTrainer; returns (model, last metrics, seconds). Running again
-    with the same ``run_name`` and ``storage_path`` resumes from the latest checkpoint."""
+def train_models(sessions: Sequence[Sequence[int]], configs: Sequence[LogModelConfig], *, num_workers: int = 2,
+                 run_name: str = "logseq", storage_path: str | None = None, storage_filesystem=None,
+                 stop_after_epoch: int | None = None):
+    """Train one model per configuration on the same normal sessions, in one TorchTrainer run (one worker
+    group start-up for all candidates); returns (models, last metrics, seconds). Running again with the same
+    ``run_name`` and ``storage_path`` resumes from the latest checkpoint."""
     import torch
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    x, y = windows(sessions, config.window, config.vocabulary_size)
+    data = [windows(sessions, c.window, c.vocabulary_size) for c in configs]
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"config": config.__dict__, "x": x, "y": y, "stop_after_epoch": stop_after_epoch},
+        train_loop_config={"configs": [c.__dict__ for c in configs], "data": data,
+                           "stop_after_epoch": stop_after_epoch},
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name=run_name, storage_path=storage_path or str(Path(tempfile.gettempdir())
                                                                               / "paylake-train"),
@@ -180,11 +194,21 @@ def train_model(sessions: Sequence[Sequence[int]], config: LogModelConfig, *, nu
     begin = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - begin
-    model = build_model(config)
     with result.checkpoint.as_directory() as folder:
-        model.load_state_dict(torch.load(Path(folder, "state.pt"), weights_only=True)["model"])
-    model.eval()
-    return model, dict(result.metrics), seconds
+        states = torch.load(Path(folder, "state.pt"), weights_only=True)["models"]
+    models = []
+    for config, state in zip(configs, states):
+        model = build_model(config)
+        model.load_state_dict(state)
+        model.eval()
+        models.append(model)
+    return models, dict(result.metrics), seconds
+
+
+def train_model(sessions: Sequence[Sequence[int]], config: LogModelConfig, **kwargs):
+    """``train_models`` for one configuration: (model, last metrics, seconds)."""
+    models, metrics, seconds = train_models(sessions, [config], **kwargs)
+    return models[0], metrics, seconds
 
 
 @dataclass(frozen=True)
@@ -416,18 +440,20 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
         filesystem = lake.filesystem(settings)
     truth = {name: [s.anomalous for s in part] for name, part in parts.items()}
     run_name = f"logseq-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
-    candidates, seconds = [], 0.0
-    for h in options.windows:
-        progress(f"training h={h} on {len(parts['train'])} normal sessions with {options.num_workers} workers")
-        config = LogModelConfig(vocabulary_size=len(vocabulary), window=h, epochs=options.epochs)
-        model, _, took = train_model([vocabulary.encode(s.keys) for s in parts["train"]], config,
-                                     num_workers=options.num_workers, run_name=f"{run_name}-h{h}",
-                                     storage_path=storage_path, storage_filesystem=filesystem)
-        seconds += took
+    configs = [LogModelConfig(vocabulary_size=len(vocabulary), window=h, epochs=options.epochs)
+               for h in options.windows]
+    progress(f"training h in {options.windows} on {len(parts['train'])} normal sessions with "
+             f"{options.num_workers} workers")
+    models, _, seconds = train_models([vocabulary.encode(s.keys) for s in parts["train"]], configs,
+                                      num_workers=options.num_workers, run_name=run_name,
+                                      storage_path=storage_path, storage_filesystem=filesystem)
+    candidates = []
+    for model, config in zip(models, configs):
         max_g = min(options.max_g, len(vocabulary) - 1)
-        ranks = line_ranks(model, [vocabulary.encode(s.keys) for s in parts["valid"]], h, max_g)
+        ranks = line_ranks(model, [vocabulary.encode(s.keys) for s in parts["valid"]], config.window, max_g)
         g, threshold, metrics = choose_top_g(ranks, truth["valid"], max_g)
-        candidates.append(((metrics["f1"], -metrics["fpr"], -h), h, g, threshold, metrics, model, config))
+        candidates.append(((metrics["f1"], -metrics["fpr"], -config.window), config.window, g, threshold, metrics,
+                           model, config))
     _, window, top_g, end_threshold, valid_metrics, model, config = max(candidates, key=lambda c: c[0])
     scorer = LogScorer(model, LogModelConfig(**{**config.__dict__, "top_g": top_g, "end_threshold": end_threshold}),
                        vocabulary)
