@@ -16,10 +16,16 @@ WORKING_DIR_EXCLUDES = [".paylake", ".paylake-test", ".venv", ".git", "**/__pyca
                         ".hypothesis", "*.egg-info"]
 
 
+TRAIN_HEALTH_CHECK_INTERVAL_S = "0.25"
+
+
 def init_ray(settings: Settings) -> None:
     """Join the cluster of ``settings.ray_address`` (inside a Ray job: the job's cluster)."""
     if ray.is_initialized():
         return
+    # Ray Train's controller polls its workers every 2 s by default: a finished run is noticed up to 2 s
+    # late, twice (measured here: 5 s after the loop for a no-op fit, 1 s at 0.25 s). Polling is one cheap RPC.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_HEALTH_CHECK_INTERVAL_S)
     address = os.environ.get("RAY_ADDRESS") or settings.ray_address
     try:
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
