@@ -100,3 +100,24 @@ def test_detection_metrics_and_the_choice_of_g():
                       np.zeros((2, 4), np.int64))
     (verdict,) = early.verdicts(top_g=4, end_threshold=0.01)
     assert verdict.anomalous and verdict.lines[0]["position"] == 1 and verdict.lines[0]["seen"] == -1
+
+
+def test_a_saved_scorer_loads_back_and_an_older_format_is_refused_clearly(tmp_path):
+    import json
+
+    import pytest
+
+    from paylake.ml.logkeys import Vocabulary
+    from paylake.ml.logseq import LogModelConfig, LogScorer, build_model
+    from paylake.ml.registry import ChampionUnreadable
+
+    vocabulary = Vocabulary.build([["a", "b", "c"]])
+    config = LogModelConfig(vocabulary_size=len(vocabulary), window=2, top_g=2, hidden=8, embedding=4)
+    LogScorer(build_model(config).eval(), config, vocabulary).save(tmp_path / "s")
+    loaded = LogScorer.load(tmp_path / "s")
+    assert loaded.config == config and loaded.key_name(config.end) == "<end of session>"
+    saved = json.loads((tmp_path / "s" / "config.json").read_text())
+    del saved["format"]  # a model saved before the format was recorded
+    (tmp_path / "s" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ChampionUnreadable, match="another format"):
+        LogScorer.load(tmp_path / "s")

@@ -271,6 +271,7 @@ def score_sessions(model, sessions: Sequence[Sequence[int]], window: int, top_g:
 
 
 # ----------------------------------------------------------------------------- scorer (what Serve calls)
+SCORER_FORMAT = 2  # 2: pad and end-of-session indices after the vocabulary
 @dataclass
 class LogScorer:
     """A trained model with its vocabulary, window and g: scores sessions given as log lines."""
@@ -321,7 +322,7 @@ class LogScorer:
 
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), folder / "state.pt")
-        (folder / "config.json").write_text(json.dumps(self.config.__dict__))
+        (folder / "config.json").write_text(json.dumps({"format": SCORER_FORMAT, **self.config.__dict__}))
         (folder / "vocabulary.json").write_text(self.vocabulary.to_json())
 
     @classmethod
@@ -331,8 +332,13 @@ class LogScorer:
         import torch
 
         from paylake.ml.logkeys import Vocabulary
+        from paylake.ml.registry import ChampionUnreadable
 
-        config = LogModelConfig(**json.loads((folder / "config.json").read_text()))
+        saved = json.loads((folder / "config.json").read_text())
+        if saved.pop("format", None) != SCORER_FORMAT:
+            raise ChampionUnreadable(f"log model saved in another format than this code's {SCORER_FORMAT} (before "
+                                     "the end-of-session target): retrain with 'paylake train logs'")
+        config = LogModelConfig(**saved)
         model = build_model(config)
         model.load_state_dict(torch.load(folder / "state.pt", weights_only=True))
         model.eval()

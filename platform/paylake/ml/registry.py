@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from paylake.errors import PaylakeError
 from paylake.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class ChampionUnreadable(PaylakeError):
+    """The current champion was saved in a format this code cannot load (an older model layout)."""
 
 
 def champion_version(settings: Settings, name: str) -> str | None:
@@ -39,7 +44,11 @@ def promote(settings: Settings, name: str, version: str, metric: str, ours: floa
     if current is None or current == version:
         client.set_registered_model_alias(name, CHAMPION, version)
         return CHAMPION, "no champion yet"
-    theirs = champion_score(f"models:/{name}@{CHAMPION}")
+    try:
+        theirs = champion_score(f"models:/{name}@{CHAMPION}")
+    except ChampionUnreadable as exc:  # it could not serve either: the new version replaces it
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return CHAMPION, f"champion v{current} cannot be loaded by this code ({exc}): replaced"
     if ours > theirs:
         client.set_registered_model_alias(name, CHAMPION, version)
         return CHAMPION, f"{metric} {ours:.4f} beats champion v{current} ({theirs:.4f}) on this test window"
