@@ -74,21 +74,20 @@ def load_catalog(settings: Settings, sessions: Sequence) -> Catalog:
     roles and tables of ``sessions``; unknown roles or tables are left out (the rules then say nothing)."""
     privileges, tables, roles = needed_checks(sessions)
     catalog = Catalog()
-    with postgres.connect(settings, autocommit=True) as conn:
-        known_roles = {r for (r,) in conn.execute("select rolname from pg_roles where rolname = any(%s)",
-                                                  (sorted(roles),)).fetchall()}
+    with postgres.connect(settings, autocommit=True) as conn:  # three queries, whatever the sessions
         for role, until in conn.execute("select rolname, rolvaliduntil from pg_roles where rolname = any(%s)",
                                         (sorted(roles),)).fetchall():
             catalog.valid_until[role] = until
-        for table in sorted(tables):
-            (oid,) = conn.execute("select to_regclass(%s)::oid", (table,)).fetchone()
-            if oid is None:
-                continue
-            (estimate,) = conn.execute("select greatest(reltuples, 0) from pg_class where oid = %s", (oid,)).fetchone()
+        for table, estimate in conn.execute(
+                "select t, greatest(c.reltuples, 0) from unnest(%s::text[]) t "
+                "join pg_class c on c.oid = to_regclass(t)", (sorted(tables),)).fetchall():
             catalog.rows[table] = float(estimate)
-        for role, table, privilege in sorted(privileges):
-            if role in known_roles and table in catalog.rows:
-                (allowed,) = conn.execute("select has_table_privilege(%s, %s, %s)", (role, table, privilege)).fetchone()
+        asked = [(r, t, p) for r, t, p in sorted(privileges) if r in catalog.valid_until and t in catalog.rows]
+        if asked:
+            roles_, tables_, privileges_ = (list(column) for column in zip(*asked))
+            for role, table, privilege, allowed in conn.execute(
+                    "select r, t, p, has_table_privilege(r, t, p) from unnest(%s::text[], %s::text[], %s::text[])"
+                    " as a(r, t, p)", (roles_, tables_, privileges_)).fetchall():
                 catalog.privileges[(role, table, privilege)] = bool(allowed)
     return catalog
 
