@@ -7,6 +7,7 @@ beside it. Set PAYLAKE_KEEP_TEST_STACK=1 to leave it up between sessions."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ def local_stack():
     ports = {}
     if not (TEST_STATE_DIR / "stack.json").exists():
         ports["ray_dashboard"] = free_port()
+        ports["serve"] = free_port(avoid={ports["ray_dashboard"]})
     stack.up(port_overrides=ports)
     yield stack
     if os.environ.get("PAYLAKE_KEEP_TEST_STACK") != "1":
@@ -100,3 +102,62 @@ def fraud_lake(settings, ray_cluster, tmp_path_factory):
     build_silver(here)
     assert build_features(here).state == "built"
     return here
+
+
+LOG_MODEL = f"paylake-logseq-test-{uuid.uuid4().hex[:8]}"  # a fresh registry entry: its first version is champion
+MALFORMED_LOGS = [  # inserted past the collection's validator, as a buggy writer could
+    {"sessionId": "bad-no-lines", "user": "x", "label": "normal", "scenario": "app_traffic"},
+    {"sessionId": "bad-lines-type", "user": "x", "label": "normal", "scenario": "app_traffic", "lines": "oops"},
+    {"sessionId": "bad-line-type", "user": "x", "label": "normal", "scenario": "app_traffic",
+     "lines": [{"message": 42}]},
+]
+
+
+def refresh_logs(settings) -> None:
+    """Extract the Log collection and rebuild silver/log_session."""
+    from paylake.extract.run import ExtractOptions, extract
+    from paylake.transform.silver import build_silver
+
+    extract(settings, only=["mongo.Log"], options=ExtractOptions(quarantine_threshold=0.5))
+    build_silver(settings, only=["log_session"])
+
+
+@pytest.fixture(scope="session")
+def log_lake(settings, ray_cluster, tmp_path_factory):
+    """Sources with a tiny world (so table sizes are real) and 120 real database sessions, 25 % anomalous,
+    plus malformed and empty Log documents; extracted and built into a lake of their own."""
+    import dataclasses
+    import datetime as dt
+
+    from bson import ObjectId
+
+    from paylake.sources.dblogs import LOG_COLLECTION, generate_log_sessions
+    from paylake.sources.generator import SCALES
+    from paylake.sources.migrate import isolated_sources
+    from paylake.sources.seed import seed
+    from paylake.stores import mongo
+
+    isolated = isolated_sources(settings, "paylake_logs")
+    seed(isolated, dataclasses.replace(SCALES["tiny"], log_sessions=0))
+    here = isolated.model_copy(update={"lake_root": str(tmp_path_factory.mktemp("log-lake")),
+                                       "snowflake_schema": f"LOGTEST_{uuid.uuid4().hex[:8].upper()}"})
+    now = dt.datetime.now(dt.UTC)
+    with mongo.client(here) as client:
+        db = mongo.database(client, here)
+        generate_log_sessions(here, db, sessions=120, anomalous_fraction=0.25, seed=5)
+        db[LOG_COLLECTION].insert_many([{**doc, "_id": ObjectId()} for doc in MALFORMED_LOGS],
+                                       bypass_document_validation=True)
+        db[LOG_COLLECTION].insert_one({"sessionId": "empty-session", "dbname": "paylake", "user": "app_service",
+                                       "clientAddress": "127.0.0.1", "startedAt": now, "endedAt": now,
+                                       "label": "normal", "scenario": "app_traffic", "lines": []},
+                                      bypass_document_validation=True)
+    refresh_logs(here)
+    return here
+
+
+@pytest.fixture(scope="session")
+def trained_logs(log_lake):
+    """The log model trained once (2 workers) on the log lake, registered as ``LOG_MODEL``."""
+    from paylake.ml.logseq import LogTrainOptions, train_logs
+
+    return train_logs(log_lake, LogTrainOptions(num_workers=2, windows=(4,), epochs=25, model_name=LOG_MODEL))

@@ -211,12 +211,44 @@ def demo(state_dir: StateDir = None) -> None:
             console.print(summary_table("", result.column_names,
                                         [tuple(str(v) for v in row.values()) for row in result.slice(0, 6)
                                          .to_pylist()]))
+        _demo_service(settings, stack.stack_file.parent)
     console.print(summary_table("where to look", ["service", "url"], [(s.name, s.url) for s in states]))
     console.print(f"Ray dashboard: {settings.ray_dashboard_url}   MLflow: {settings.mlflow_tracking_uri}")
     console.print(f"Submit more: ray job submit --address {settings.ray_dashboard_url} --working-dir . -- "
                   "python jobs/pipeline.py")
     if final != "SUCCEEDED":
         raise PaylakeError(f"Ray job {job_id} ended {final}: see its logs above or in the Ray dashboard")
+
+
+def _demo_service(settings, state_dir: Path) -> None:
+    """The scoring service up, a demo key (kept in <state dir>/demo_api_key, 0600), and one real transaction
+    scored with the curl that does it."""
+    import httpx
+
+    from paylake.serving.auth import KEYS_FILE_NAME, add_key, hash_key, load_entries
+    from paylake.serving.deploy import up
+    from paylake.serving.sample import curl, latest_transaction
+
+    console.rule("paylake serve up (Ray Serve: fraud and log models over HTTP)")
+    key_file = state_dir / "demo_api_key"
+    keys_path = state_dir / KEYS_FILE_NAME
+    key = key_file.read_text().strip() if key_file.is_file() else ""
+    if not key or hash_key(key) not in {e.sha256 for e in load_entries(keys_path)}:
+        key = add_key(keys_path, "demo", ["fraud:score", "logs:score", "admin"])
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+    with console.status("deploying the scoring service") as status:
+        result = up(settings, wait_s=180, progress=lambda m: status.update(m))
+    _print_service(result)
+    txn = latest_transaction(settings)
+    url = result["url"]
+    command = curl(url, "/v1/fraud/score", txn)
+    console.print(f"Score the latest payment of the sources (key in {key_file}):", highlight=False)
+    print(f"PAYLAKE_API_KEY=$(cat {key_file}) && {command}")
+    answer = httpx.post(f"{url}/v1/fraud/score", json=txn, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    print(answer.text)
+    if answer.status_code != 200:
+        raise PaylakeError(f"the scoring service answered {answer.status_code}: see the Serve logs in the dashboard")
 
 
 @db_app.command("migrate")
@@ -504,6 +536,89 @@ def monitor_logs_command(
                   + (f" and Snowflake SECURITY_Alert ({report.warehouse_rows} rows)"
                      if report.warehouse_rows is not None else "") + f"; {report.seconds:.1f} s",
                   highlight=False)
+
+
+serve_app = typer.Typer(help="The Ray Serve scoring service (fraud and log models over HTTP).",
+                        no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+
+
+def _serve_overrides(values: list[str] | None) -> dict:
+    import yaml
+
+    overrides = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PaylakeError(f"--set {item!r}: expected option=value (e.g. poll_seconds=2)")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+@serve_app.command("up")
+@expected_failures
+def serve_up(
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override an option of serve/config.yaml's "
+                                                   "args (repeat), e.g. --set poll_seconds=2.")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for both models to load.")] = 120.0,
+) -> None:
+    """Deploy serve/config.yaml on the stack's Ray (own HTTP port), wait for /readyz, print the models."""
+    from paylake.serving.deploy import up
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    with console.status("deploying") as status:
+        result = up(settings, _serve_overrides(set_), wait_s=wait, progress=lambda m: status.update(m))
+    _print_service(result)
+
+
+def _print_service(result: dict) -> None:
+    rows = [(kind, m["name"], m["alias"], m["version"] or "-", m["loaded_at"] or "-", m["error"] or "")
+            for kind, m in result["models"].items()]
+    console.print(summary_table(f"scoring service at {result['url']} ({'ready' if result['ready'] else 'NOT ready'})",
+                                ["model", "name", "alias", "version", "loaded at", "error"], rows))
+    console.print(f"API docs: {result['url']}/docs   health: {result['url']}/healthz   readiness: "
+                  f"{result['url']}/readyz", highlight=False)
+
+
+@serve_app.command("status")
+@expected_failures
+def serve_status() -> None:
+    """What the running service has loaded."""
+    from paylake.serving.deploy import wait_ready
+    from paylake.settings import load_settings
+
+    _print_service(wait_ready(load_settings().serving.url.rstrip("/"), 5.0))
+
+
+@serve_app.command("down")
+@expected_failures
+def serve_down() -> None:
+    """Delete the scoring application from the cluster."""
+    from paylake.serving.deploy import down
+    from paylake.settings import load_settings
+
+    down(load_settings())
+    console.print("scoring service deleted")
+
+
+@serve_app.command("key")
+@expected_failures
+def serve_key(
+    name: Annotated[str, typer.Argument(help="Who holds the key (a client system).")],
+    scope: Annotated[list[str], typer.Option(help="fraud:score, logs:score or admin (repeat).")],
+) -> None:
+    """Create an API key: printed once; only its SHA-256 is stored (api_keys.json beside the stack file)."""
+    from paylake.serving.auth import add_key, keys_file
+    from paylake.settings import load_settings
+
+    path = keys_file(load_settings())
+    if path is None:
+        raise PaylakeError("no stack file found: run 'paylake stack up' or set PAYLAKE_SERVING__API_KEYS_FILE")
+    key = add_key(path, name, scope)
+    console.print(f"API key for {name} ({', '.join(scope)}), shown once; its hash is in {path} (the running "
+                  "service picks it up within seconds).", highlight=False)
+    print(key)
 
 
 @app.command("drift")

@@ -12,17 +12,35 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_DIR_NAME = ".paylake"
 STACK_FILE_NAME = "stack.env"
 
 
+class ApiKeyEntry(BaseModel):
+    """One client of the scoring API: only the SHA-256 of its key is ever stored."""
+
+    name: str = Field(description="who holds the key (shown in /v1/models and audit, never the key)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
+    scopes: list[str] = Field(description="what it may call: fraud:score, logs:score, admin")
+
+
+class ServingSettings(BaseModel):
+    """The Ray Serve scoring service (``paylake.serving``). Env: ``PAYLAKE_SERVING__<FIELD>``."""
+
+    url: str = Field("http://127.0.0.1:8000", description="where the service answers (Serve's HTTP proxy)")
+    api_keys: list[ApiKeyEntry] = Field(default_factory=list,
+                                        description="clients and the hashes of their keys (JSON list)")
+    api_keys_file: str | None = Field(None, description="a JSON file of more entries (default: api_keys.json "
+                                                        "beside the stack file, written by 'paylake serve key')")
+
+
 class Settings(BaseSettings):
     """Connection settings of every store and service."""
 
-    model_config = SettingsConfigDict(env_prefix="PAYLAKE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PAYLAKE_", extra="ignore", env_nested_delimiter="__")
 
     # PostgreSQL (OLTP): DSN of the application owner role.
     postgres_dsn: SecretStr = SecretStr("postgresql://paylake_admin@127.0.0.1:5432/paylake")
@@ -61,6 +79,9 @@ class Settings(BaseSettings):
     # Keys for PII: pgcrypto symmetric key and the HMAC key of lookup columns.
     pii_key: SecretStr | None = None
     pii_hmac_key: SecretStr | None = None
+
+    # The scoring service.
+    serving: ServingSettings = ServingSettings()
 
     @property
     def lake_is_s3(self) -> bool:

@@ -14,7 +14,7 @@ from paylake.errors import ContractError
 from paylake.ml import features
 from paylake.ml.feature_build import build_features, feature_uri, silver_connection
 from paylake.ml.labels import CONFIRMATIONS_SQL
-from paylake.ml.online import PostgresOnlineStore, publish_state, transaction_features
+from paylake.ml.online import PostgresOnlineStore, publish_state, transaction_features, transactions_features
 from paylake.stores import lake
 
 
@@ -99,6 +99,8 @@ def test_a_future_event_moved_into_the_past_changes_the_features(silver, batch):
 
 
 def test_online_features_equal_batch_features_payment_by_payment(silver, batch):
+    """Streamed payments scored online, one at a time and in scoring batches (``transactions_features``:
+    earlier payments of a batch are history for later ones), equal the batch features."""
     store = PostgresOnlineStore(silver)
     con = silver_connection(silver)
     try:
@@ -113,19 +115,32 @@ def test_online_features_equal_batch_features_payment_by_payment(silver, batch):
     finally:
         con.close()
     publish_state(silver, store, cut)
-    compared, mismatches = 0, {}
-    for event in stream:
+    compared, mismatches, pending, sizes = 0, {}, [], []
+
+    def score_pending():
+        nonlocal compared
+        if not pending:
+            return
+        for txn, online in zip(pending, transactions_features(store, pending)):
+            diff = differences(batch[txn["transactionid"]], online)
+            if diff:
+                mismatches[txn["transactionid"]] = diff
+            compared += 1
+        for txn in pending:
+            store.record_transaction(txn)
+        sizes.append(len(pending))
+        pending.clear()
+
+    for number, event in enumerate(stream):
         if event["kind"] == "fraud":
+            score_pending()
             store.record_confirmation(event["merchantid"], event["happened"])
             continue
-        txn = dict(event, datetime=event["happened"])
-        online = transaction_features(store, txn)
-        diff = differences(batch[txn["transactionid"]], online)
-        if diff:
-            mismatches[txn["transactionid"]] = diff
-        compared += 1
-        store.record_transaction(txn)
-    assert compared >= 30
+        pending.append(dict(event, datetime=event["happened"]))
+        if number < 20 or len(pending) == 6:  # the first ones one by one, then batches
+            score_pending()
+    score_pending()
+    assert compared >= 30 and max(sizes) > 1 and min(sizes) == 1
     assert mismatches == {}
 
 

@@ -4,86 +4,37 @@ lake and Snowflake, incremental and never twice; malformed documents skipped wit
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import uuid
-
 import pytest
-from bson import ObjectId
 
-from paylake.extract.run import ExtractOptions, extract
 from paylake.ml.logdata import read_sessions
-from paylake.ml.logseq import LogTrainOptions, load_scorer, train_logs
+from paylake.ml.logseq import load_scorer
 from paylake.security.alerts import ALERT_TABLE, MonitorOptions, alert_uri, monitor_logs
-from paylake.sources.dblogs import LOG_COLLECTION, SCENARIOS, generate_log_sessions
+from paylake.sources.dblogs import SCENARIOS, generate_log_sessions
 from paylake.stores import lake, mongo
 from paylake.stores import snowflake as snowflake_store
-from paylake.transform.silver import build_silver
 from paylake.warehouse.snowflake import qualified
+from tests.conftest import LOG_MODEL, MALFORMED_LOGS, refresh_logs
 
-MODEL = f"paylake-logseq-test-{uuid.uuid4().hex[:8]}"  # a fresh registry entry: its first version is champion
 ANOMALOUS = sorted(s.name for s in SCENARIOS.values() if s.anomalous)
-MALFORMED = [  # inserted past the collection's validator, as a buggy writer could
-    {"sessionId": "bad-no-lines", "user": "x", "label": "normal", "scenario": "app_traffic"},
-    {"sessionId": "bad-lines-type", "user": "x", "label": "normal", "scenario": "app_traffic", "lines": "oops"},
-    {"sessionId": "bad-line-type", "user": "x", "label": "normal", "scenario": "app_traffic",
-     "lines": [{"message": 42}]},
-]
-
-
-def refresh(settings) -> None:
-    extract(settings, only=["mongo.Log"], options=ExtractOptions(quarantine_threshold=0.5))
-    build_silver(settings, only=["log_session"])
-
-
-@pytest.fixture(scope="session")
-def log_lake(settings, ray_cluster, tmp_path_factory):
-    """Sources with a tiny world (so table sizes are real) and 120 real database sessions, 25 % anomalous,
-    plus malformed and empty Log documents; extracted and built into a lake of their own."""
-    from paylake.sources.generator import SCALES
-    from paylake.sources.migrate import isolated_sources
-    from paylake.sources.seed import seed
-
-    isolated = isolated_sources(settings, "paylake_logs")
-    seed(isolated, dataclasses.replace(SCALES["tiny"], log_sessions=0))
-    here = isolated.model_copy(update={"lake_root": str(tmp_path_factory.mktemp("log-lake")),
-                                       "snowflake_schema": f"LOGTEST_{uuid.uuid4().hex[:8].upper()}"})
-    now = dt.datetime.now(dt.UTC)
-    with mongo.client(here) as client:
-        db = mongo.database(client, here)
-        generate_log_sessions(here, db, sessions=120, anomalous_fraction=0.25, seed=5)
-        db[LOG_COLLECTION].insert_many([{**doc, "_id": ObjectId()} for doc in MALFORMED],
-                                       bypass_document_validation=True)
-        db[LOG_COLLECTION].insert_one({"sessionId": "empty-session", "dbname": "paylake", "user": "app_service",
-                                       "clientAddress": "127.0.0.1", "startedAt": now, "endedAt": now,
-                                       "label": "normal", "scenario": "app_traffic", "lines": []},
-                                      bypass_document_validation=True)
-    refresh(here)
-    return here
-
-
-@pytest.fixture(scope="session")
-def trained(log_lake):
-    return train_logs(log_lake, LogTrainOptions(num_workers=2, windows=(4,), epochs=25, model_name=MODEL))
 
 
 def test_malformed_log_documents_are_skipped_with_a_counted_reason(log_lake):
     quarantine = lake.read_table(log_lake, lake.table_uri(log_lake, "quarantine", "mongo", "log")).to_pylist()
-    assert len(quarantine) == len(MALFORMED) and all(row["reason"] for row in quarantine)
+    assert len(quarantine) == len(MALFORMED_LOGS) and all(row["reason"] for row in quarantine)
     found = read_sessions(log_lake)
     assert found.skipped == {"empty session": 1}
     assert len(found.sessions) == 120
 
 
-def test_two_workers_learn_normal_sessions_and_flag_every_anomalous_scenario(trained, log_lake):
-    report = trained
+def test_two_workers_learn_normal_sessions_and_flag_every_anomalous_scenario(trained_logs, log_lake):
+    report = trained_logs
     assert report.sessions["train"] >= 50 and report.skipped == {"empty session": 1}
     flagged = {name: report.per_scenario.get(name, (0, 0)) for name in ANOMALOUS}
     assert all(total and hit == total for hit, total in flagged.values()), flagged
     normal_passed = sum(total - hit for name, (hit, total) in report.per_scenario.items() if name not in ANOMALOUS)
     assert normal_passed >= 1 and report.test["fpr"] <= 0.25, report.test
     assert report.alias == "champion" and report.window == 4 and 1 <= report.top_g <= 10
-    scorer, version = load_scorer(log_lake, MODEL)
+    scorer, version = load_scorer(log_lake, LOG_MODEL)
     assert version == report.version
     normal = next(s for s in read_sessions(log_lake).sessions if s.scenario == "app_traffic")
     assert scorer.score_lines(list(normal.lines))["decision"] in {"normal", "anomalous"}
@@ -91,14 +42,14 @@ def test_two_workers_learn_normal_sessions_and_flag_every_anomalous_scenario(tra
         scorer.score_lines([])
 
 
-def test_alerts_cover_the_scenarios_land_in_the_lake_and_snowflake_and_are_never_raised_twice(trained, log_lake):
-    options = MonitorOptions(model_name=MODEL, export_rows=100)
+def test_alerts_cover_the_scenarios_land_in_the_lake_and_snowflake_and_are_never_raised_twice(trained_logs, log_lake):
+    options = MonitorOptions(model_name=LOG_MODEL, export_rows=100)
     first = monitor_logs(log_lake, options)
     assert first.new_sessions == 120 and first.skipped == {"empty session": 1}
     sessions = {s.session_id: s for s in read_sessions(log_lake).sessions}
     alerted = {sessions[a["SessionID"]].scenario for a in first.alerts}
     assert set(ANOMALOUS) <= alerted, alerted
-    assert any(a["Rules"] for a in first.alerts) and all(a["ModelVersion"] == trained.version for a in first.alerts)
+    assert any(a["Rules"] for a in first.alerts) and all(a["ModelVersion"] == trained_logs.version for a in first.alerts)
     rows = lake.read_table(log_lake, alert_uri(log_lake)).num_rows
     assert rows == len(first.alerts) == first.warehouse_rows
 
@@ -111,13 +62,13 @@ def test_alerts_cover_the_scenarios_land_in_the_lake_and_snowflake_and_are_never
     assert count == distinct == rows
 
 
-def test_new_normal_sessions_of_a_held_out_seed_raise_few_alerts(trained, log_lake):
-    monitor_logs(log_lake, MonitorOptions(model_name=MODEL, export_rows=100))  # whatever is pending
+def test_new_normal_sessions_of_a_held_out_seed_raise_few_alerts(trained_logs, log_lake):
+    monitor_logs(log_lake, MonitorOptions(model_name=LOG_MODEL, export_rows=100))  # whatever is pending
     with mongo.client(log_lake) as client:
         generate_log_sessions(log_lake, mongo.database(client, log_lake), sessions=40, anomalous_fraction=0.0,
                               seed=99)
-    refresh(log_lake)
-    report = monitor_logs(log_lake, MonitorOptions(model_name=MODEL, export_rows=100))
+    refresh_logs(log_lake)
+    report = monitor_logs(log_lake, MonitorOptions(model_name=LOG_MODEL, export_rows=100))
     assert report.new_sessions == 40, "only the new sessions are scored"
     per_1000 = 1000 * len(report.alerts) / report.new_sessions
     assert per_1000 <= 150, f"{per_1000:.0f} false alerts per 1,000 normal sessions"

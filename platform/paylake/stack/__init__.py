@@ -240,6 +240,8 @@ class LocalStack:
         if "ray_gcs" in ctx.ports:
             values["PAYLAKE_RAY_ADDRESS"] = RayHead().address(ctx)
             values["PAYLAKE_RAY_DASHBOARD_URL"] = RayHead().url(ctx)
+        if "serve" in ctx.ports:
+            values["PAYLAKE_SERVING__URL"] = f"http://{HOST}:{ctx.ports['serve']}"
         body = "# Written by 'paylake stack up'; loaded by paylake.settings. Local secrets: keep private.\n"
         body += "".join(f"{key}={value}\n" for key, value in values.items())
         _write_private(self.stack_file, body)

@@ -394,8 +394,9 @@ class Mlflow(Service):
 # --------------------------------------------------------------------------- Ray head
 class RayHead(Service):
     name = "ray"
-    port_names = ("ray_dashboard", "ray_gcs", "ray_agent")
-    default_ports = {"ray_dashboard": 8265}
+    # "serve": the port Ray Serve's HTTP proxy binds when 'paylake serve up' starts the service
+    port_names = ("ray_dashboard", "ray_gcs", "ray_agent", "serve")
+    default_ports = {"ray_dashboard": 8265, "serve": 8000}
     start_deadline_s = 90.0
 
     def check_prerequisites(self, ctx: StackContext) -> None:

@@ -1,0 +1,198 @@
+"""Ray Serve scoring service vs a plain FastAPI + uvicorn process, same model and feature code, same run.
+
+    .venv/bin/python bench/serve.py [--concurrency 1 8 32 128] [--seconds 8] [--max-requests 3000]
+                                    [--batch 10] [--configs batched,unbatched,replicas2]
+
+On the stack of ``.paylake/stack.env`` (``make demo`` first: the fraud champion and the online store).
+A bounded load generator on loopback (httpx async client; per level at most ``--seconds`` and
+``--max-requests``) posts real transactions of silver to ``/v1/fraud/score``: single bodies at each
+concurrency level, then bodies of ``--batch`` transactions. The baseline is
+``python -m paylake.serving.plain`` (one uvicorn process) started here with the same key. Every
+Serve configuration is deployed with ``paylake.serving.deploy.up`` and measured the same way.
+Prints throughput (requests/s and transactions/s), p50/p99 latency and the ratios to the baseline;
+the last line: the best Serve configuration's throughput ratio at the highest concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+
+from paylake.report import console, summary_table
+from paylake.serving.auth import KEYS_FILE_NAME, add_key
+from paylake.serving.sample import recent_transactions
+from paylake.settings import find_stack_file, load_settings
+
+CONFIGS = {
+    "batched": {"max_batch_size": 16, "batch_wait_s": 0.002},
+    "unbatched": {"max_batch_size": 1, "batch_wait_s": 0.0},
+    "batched-wait10ms": {"max_batch_size": 32, "batch_wait_s": 0.01},
+}
+
+
+@dataclass
+class Level:
+    system: str
+    body: str
+    concurrency: int
+    requests: int
+    transactions: int
+    seconds: float
+    failures: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def tps(self) -> float:
+        return self.transactions / self.seconds
+
+
+async def load(url: str, key: str, bodies: list, concurrency: int, seconds: float, max_requests: int,
+               per_body: int) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    failures = 0
+    sent = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def worker():
+            nonlocal sent, failures
+            while time.perf_counter() < deadline and sent < max_requests:
+                body = bodies[sent % len(bodies)]
+                sent += 1
+                t0 = time.perf_counter()
+                try:
+                    response = await client.post(url + "/v1/fraud/score", json=body,
+                                                 headers={"Authorization": f"Bearer {key}"})
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    failures += 1
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, failures, time.perf_counter() - start
+
+
+def measure(system: str, url: str, key: str, txns: list[dict], levels: list[int], seconds: float,
+            max_requests: int, batch: int) -> list[Level]:
+    out = []
+    shapes = [("single", txns, 1), (f"list of {batch}", [txns[i:i + batch] for i in range(0, len(txns), batch)],
+                                    batch)]
+    for body, bodies, per_body in shapes:
+        for concurrency in levels:
+            asyncio.run(load(url, key, bodies, min(concurrency, 4), 1.0, 50, per_body))  # warm-up
+            latencies, failures, elapsed = asyncio.run(load(url, key, bodies, concurrency, seconds, max_requests,
+                                                            per_body))
+            ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
+            level = Level(system, body, concurrency, len(latencies), len(latencies) * per_body, elapsed, failures,
+                          float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
+            console.print(f"  {system:>18} {body:>10} c={concurrency:<4} {level.rps:8.1f} req/s "
+                          f"{level.tps:8.1f} txn/s p50 {level.p50_ms:7.1f} ms p99 {level.p99_ms:7.1f} ms "
+                          f"failures {failures}", highlight=False)
+            out.append(level)
+    return out
+
+
+def wait_http(url: str, deadline_s: float = 120) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {deadline_s:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--seconds", type=float, default=8.0, help="time limit per level")
+    parser.add_argument("--max-requests", type=int, default=3000, help="request limit per level")
+    parser.add_argument("--batch", type=int, default=10, help="transactions per body in the batched runs")
+    parser.add_argument("--configs", default="batched,unbatched", help=f"Serve configurations: {','.join(CONFIGS)}"
+                        ",replicas2")
+    parser.add_argument("--plain-port", type=int, default=8187)
+    args = parser.parse_args()
+
+    from paylake.serving.deploy import up
+
+    settings = load_settings()
+    stack_file = find_stack_file()
+    key = add_key(stack_file.parent / KEYS_FILE_NAME, "bench-serve", ["fraud:score"])
+    txns = recent_transactions(settings, 2000)
+    console.print(f"{len(txns):,} real transactions of silver; levels {args.concurrency}; "
+                  f"≤ {args.seconds:.0f} s and ≤ {args.max_requests:,} requests per level")
+    results: list[Level] = []
+
+    plain_url = f"http://127.0.0.1:{args.plain_port}"
+    plain = subprocess.Popen([sys.executable, "-m", "paylake.serving.plain", "--port", str(args.plain_port)],
+                             env={**os.environ, "PAYLAKE_STACK_FILE": str(stack_file)})
+    try:
+        wait_http(plain_url)
+        console.print("[bold]plain FastAPI + uvicorn (one process)[/]")
+        results += measure("plain", plain_url, key, txns, args.concurrency, args.seconds, args.max_requests,
+                           args.batch)
+    finally:
+        plain.terminate()
+        plain.wait(10)
+
+    for name in args.configs.split(","):
+        overrides = dict(CONFIGS.get(name, CONFIGS["batched"]))
+        console.print(f"[bold]Ray Serve: {name}[/] {overrides}")
+        replicas = 2 if name == "replicas2" else None
+        if replicas:
+            os.environ["PAYLAKE_BENCH_FRAUD_REPLICAS"] = "2"
+        result = up(settings, overrides, wait_s=120)
+        if not result["ready"]:
+            raise SystemExit(f"service not ready: {result['models']}")
+        if replicas:
+            from dataclasses import asdict
+
+            from ray import serve
+
+            from paylake.serving.app import APP_NAME, FraudDeployment, Ingress, LogsDeployment, ServeOptions
+
+            opts = asdict(ServeOptions(**{**overrides}))
+            serve.run(Ingress.bind(FraudDeployment.options(num_replicas=2).bind(opts), LogsDeployment.bind(opts),
+                                   opts), name=APP_NAME, route_prefix="/")
+            wait_http(settings.serving.url)
+        results += measure(f"serve {name}", settings.serving.url.rstrip("/"), key, txns, args.concurrency,
+                           args.seconds, args.max_requests, args.batch)
+
+    plain_by = {(r.body, r.concurrency): r for r in results if r.system == "plain"}
+    rows = []
+    for r in results:
+        base = plain_by[(r.body, r.concurrency)]
+        rows.append((r.system, r.body, r.concurrency, f"{r.tps:.1f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+                     r.failures, f"{r.tps / base.tps:.2f}x", f"{r.p99_ms / base.p99_ms:.2f}x"))
+    console.print(summary_table("fraud scoring over HTTP (loopback)", ["system", "body", "concurrency", "txn/s",
+                                                                        "p50 ms", "p99 ms", "failures",
+                                                                        "txn/s vs plain", "p99 vs plain"], rows))
+    top = max(args.concurrency)
+    best = max((r for r in results if r.system != "plain" and r.body == "single" and r.concurrency == top),
+               key=lambda r: r.tps)
+    base = plain_by[("single", top)]
+    print(f"single bodies at concurrency {top}: {best.system} {best.tps:.1f} txn/s (p99 {best.p99_ms:.0f} ms) vs "
+          f"plain {base.tps:.1f} txn/s (p99 {base.p99_ms:.0f} ms) = {best.tps / base.tps:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""The scoring application on Ray Serve: a FastAPI ingress composing two model deployments.
+
+    ingress (FastAPI, auth, limits, request ids)
+      ├── handle → fraud  (online features from the store → LightGBM, @serve.batch, records to the lake)
+      └── handle → logs   (log keys → LSTM next-key model, @serve.batch)
+
+Each model deployment loads ``models:/<name>@<alias>`` and watches the alias
+(``poll_seconds``; ``POST /v1/admin/reload`` asks at once): a promotion is
+picked up without restarting replicas (``paylake.serving.models.ModelSlot``).
+A replica starts even when no version is registered yet: ``/readyz`` says 503
+until both models are loaded.
+
+Options (``ServeOptions``) come from ``serve/config.yaml``'s ``args`` or from
+``paylake serve up``. Connection settings come from the environment of the Ray
+nodes (``PAYLAKE_*``, or the stack file named by ``PAYLAKE_STACK_FILE``, which
+the local Ray head carries): never through deployment arguments, which Serve
+stores in its controller. ``online_database`` and ``lake_root`` redirect the
+online store and the records (a test's or benchmark's own world): names, not
+secrets.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from paylake.errors import ContractError, PaylakeError, StoreUnavailable
+from paylake.serving import schemas
+from paylake.serving.asgi import BodyLimit, RequestId
+from paylake.serving.auth import AuthError, LiveKeyring
+from paylake.serving.models import ModelNotReady
+from paylake.settings import Settings, load_settings
+
+log = logging.getLogger("paylake.serving")
+
+APP_NAME = "paylake"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    fraud_model: str = "paylake-fraud"
+    logs_model: str = "paylake-logseq"
+    alias: str = "champion"
+    poll_seconds: float = 10.0  # how often replicas ask the registry where the alias points
+    max_batch_size: int = 32  # @serve.batch, chosen with bench/serve.py
+    batch_wait_s: float = 0.005
+    max_body_bytes: int = 256 * 1024
+    top_features: int = 5
+    record_scores: bool = True  # served scores to gold/serving/fraud_score
+    record_every_s: float = 2.0
+    record_in_store: bool = True  # a scored payment moves its entities' online state forward
+    online_database: str | None = None
+    lake_root: str | None = None
+
+    @classmethod
+    def from_args(cls, args: dict | None) -> "ServeOptions":
+        args = dict(args or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise PaylakeError(f"unknown serve option(s) {unknown}: choose from {sorted(known)}")
+        return cls(**args)
+
+
+def replica_settings(options: ServeOptions) -> Settings:
+    """The node's settings, redirected to the options' online database and lake (when given)."""
+    from pydantic import SecretStr
+
+    settings = load_settings()
+    update: dict[str, Any] = {}
+    if options.online_database:
+        dsn = settings.postgres_dsn.get_secret_value().rsplit("/", 1)[0]
+        update["postgres_dsn"] = SecretStr(f"{dsn}/{options.online_database}")
+    if options.lake_root:
+        update["lake_root"] = options.lake_root
+    return settings.model_copy(update=update) if update else settings
+
+
+class _Watcher:
+    """Polls a model slot in a thread (the replica's event loop never waits for a load)."""
+
+    def __init__(self, slot, every_s: float) -> None:
+        self.slot, self.every_s = slot, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{slot.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.slot.refresh()
+            self._stop.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+# ----------------------------------------------------------------------------- fraud
+@serve.deployment(name="fraud", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
+class FraudDeployment:
+    def __init__(self, options: dict) -> None:
+        from paylake.ml.online import PostgresOnlineStore
+        from paylake.serving.models import FraudModel, ModelSlot, alias_resolver
+        from paylake.serving.records import ScoreRecorder
+
+        self.options = ServeOptions(**options)
+        self.settings = replica_settings(self.options)
+        self.store = PostgresOnlineStore(self.settings, keep_connection=True)
+        name = self.options.fraud_model
+        self.slot = ModelSlot(name, self.options.alias, alias_resolver(self.settings, name, self.options.alias),
+                              lambda version: FraudModel.load(self.settings, name, version))
+        self.slot.refresh()
+        self.watcher = _Watcher(self.slot, self.options.poll_seconds)
+        self.recorder = ScoreRecorder(self.settings, self.options.record_every_s) if self.options.record_scores \
+            else None
+        self.score_one.set_max_batch_size(self.options.max_batch_size)
+        self.score_one.set_batch_wait_timeout_s(self.options.batch_wait_s)
+
+    def info(self) -> dict:
+        info = self.slot.info()
+        if self.recorder is not None:
+            info["records_written"] = self.recorder.written
+        return info
+
+    def reload(self) -> dict:
+        self.slot.refresh()
+        return self.slot.info()
+
+    def flush_records(self) -> int:
+        return self.recorder.flush() if self.recorder is not None else 0
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def score_one(self, items: list[dict]) -> list[dict]:
+        return await asyncio.to_thread(self._score, items)
+
+    async def score_many(self, items: list[dict]) -> list[dict]:
+        return await asyncio.to_thread(self._score, items)
+
+    def _score(self, items: list[dict]) -> list[dict]:
+        """``items``: {"txn": validated transaction, "request_id": ...}; one result dict per item (an
+        ``error`` key with a status when that item could not be scored)."""
+        from paylake.ml.features import validate_transaction
+        from paylake.ml.online import transactions_features
+        from paylake.serving.records import record
+
+        started = time.perf_counter()
+        try:
+            loaded = self.slot.get()
+        except ModelNotReady as exc:
+            return [{"error": str(exc), "status": 503}] * len(items)
+        out: list[dict] = [{} for _ in items]
+        ok = []
+        for i, item in enumerate(items):
+            try:
+                validate_transaction(item["txn"])
+                ok.append(i)
+            except ContractError as exc:
+                out[i] = {"error": str(exc), "status": 422}
+        try:  # one run of the feature SQL for the whole batch
+            rows = transactions_features(self.store, [items[i]["txn"] for i in ok]) if ok else []
+        except Exception as exc:  # noqa: BLE001 - the store: retryable
+            log.warning("online features failed: %s", type(exc).__name__)
+            error = {"error": f"online feature store unavailable ({type(exc).__name__}): retry", "status": 503}
+            return [error if i in ok else out[i] for i in range(len(items))]
+        if rows:
+            predictions = loaded.model.predict(rows, self.options.top_features)
+            latency_ms = (time.perf_counter() - started) * 1000
+            for i, row, prediction in zip(ok, rows, predictions):
+                txn = items[i]["txn"]
+                out[i] = {"transactionid": txn["transactionid"], **prediction, "defaulted": list(row["defaulted"]),
+                          "model": {"name": loaded.name, "version": loaded.version}}
+                if self.recorder is not None:
+                    self.recorder.add(record(items[i]["request_id"], txn["transactionid"], loaded.name,
+                                             loaded.version, prediction, len(row["defaulted"]), latency_ms))
+            if self.options.record_in_store:
+                try:
+                    self.store.record_transactions([items[i]["txn"] for i in ok])
+                except Exception as exc:  # noqa: BLE001 - the scores stand; the state catches up at publish
+                    log.warning("scored payments not recorded in the online store: %s", type(exc).__name__)
+        return out
+
+    def __del__(self) -> None:
+        if getattr(self, "recorder", None) is not None:
+            self.recorder.close()
+
+
+# ----------------------------------------------------------------------------- logs
+@serve.deployment(name="logs", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
+class LogsDeployment:
+    def __init__(self, options: dict) -> None:
+        from paylake.serving.models import ModelSlot, alias_resolver, load_log_scorer
+
+        self.options = ServeOptions(**options)
+        self.settings = replica_settings(self.options)
+        name = self.options.logs_model
+        self.slot = ModelSlot(name, self.options.alias, alias_resolver(self.settings, name, self.options.alias),
+                              lambda version: load_log_scorer(self.settings, name, version))
+        self.slot.refresh()
+        self.watcher = _Watcher(self.slot, self.options.poll_seconds)
+        self.score_one.set_max_batch_size(self.options.max_batch_size)
+        self.score_one.set_batch_wait_timeout_s(self.options.batch_wait_s)
+
+    def info(self) -> dict:
+        return self.slot.info()
+
+    def reload(self) -> dict:
+        self.slot.refresh()
+        return self.slot.info()
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def score_one(self, items: list[dict]) -> list[dict]:
+        return await asyncio.to_thread(self._score, items)
+
+    def _score(self, items: list[dict]) -> list[dict]:
+        from paylake.ml.logdata import clean_lines
+        from paylake.ml.logkeys import session_keys
+
+        try:
+            loaded = self.slot.get()
+        except ModelNotReady as exc:
+            return [{"error": str(exc), "status": 503}] * len(items)
+        out: list[dict] = [{} for _ in items]
+        keys, ok = [], []
+        for i, item in enumerate(items):
+            lines, reason = clean_lines(item["lines"])
+            if reason is not None:
+                out[i] = {"error": f"log session not scored: {reason}", "status": 422}
+                continue
+            keys.append(session_keys(lines))
+            ok.append(i)
+        for i, verdict in zip(ok, loaded.model.score_keys(keys) if keys else []):
+            out[i] = {"decision": verdict["decision"], "score": verdict["score"],
+                      "anomalous_lines": verdict["lines"], "model": {"name": loaded.name, "version": loaded.version}}
+        return out
+
+
+# ----------------------------------------------------------------------------- ingress
+api = FastAPI(title="paylake scoring API", version="1",
+              description="Fraud and database-session anomaly scores. Keys: 'Authorization: Bearer <key>'.")
+LIMITS = {"max_body_bytes": ServeOptions.max_body_bytes}
+_KEYS: dict[str, LiveKeyring] = {"ring": LiveKeyring(None)}
+
+
+class _LimitFromOptions(BodyLimit):
+    def __init__(self, app) -> None:
+        super().__init__(app, LIMITS["max_body_bytes"])
+
+
+api.add_middleware(_LimitFromOptions)
+api.add_middleware(RequestId)  # outermost: a 413 carries the request id too
+
+
+def _key(authorization: Annotated[str | None, Header()] = None,
+         x_api_key: Annotated[str | None, Header()] = None) -> str | None:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return x_api_key
+
+
+def require(scope: str):
+    def check(key: Annotated[str | None, Depends(_key)]) -> str:
+        try:
+            return _KEYS["ring"].get().authorize(key, scope).name
+        except AuthError as exc:
+            raise HTTPException(exc.status, str(exc),
+                                headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None) from None
+    return check
+
+
+def _raise_for(result: dict) -> None:
+    if "error" in result:
+        raise HTTPException(result["status"], result["error"])
+
+
+@serve.deployment(name="ingress", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, fraud, logs, options: dict) -> None:
+        self.fraud, self.logs = fraud, logs
+        self.options = ServeOptions(**options)
+        LIMITS["max_body_bytes"] = self.options.max_body_bytes
+        RequestId.echo = False  # Serve's proxy puts its request id (the client's, when given) in the response
+        _KEYS["ring"] = LiveKeyring(replica_settings(self.options))
+        if not len(_KEYS["ring"].get()):
+            log.warning("no API key is configured: every scoring request will get 401 ('paylake serve key')")
+
+    @api.get("/healthz", summary="the ingress is alive")
+    async def healthz(self) -> dict:
+        return {"status": "alive"}
+
+    @api.get("/readyz", summary="both models are loaded")
+    async def readyz(self) -> JSONResponse:
+        fraud, logs = await asyncio.gather(self.fraud.info.remote(), self.logs.info.remote())
+        ready = fraud["loaded"] and logs["loaded"]
+        return JSONResponse({"ready": ready, "fraud": fraud["loaded"], "logs": logs["loaded"]},
+                            status_code=200 if ready else 503)
+
+    @api.get("/v1/models", summary="what each model deployment serves, from which alias, since when")
+    async def models(self) -> dict:
+        fraud, logs = await asyncio.gather(self.fraud.info.remote(), self.logs.info.remote())
+        return {"fraud": fraud, "logs": logs}
+
+    @api.post("/v1/admin/reload", summary="ask the model deployments to check their alias now")
+    async def reload(self, _: Annotated[str, Depends(require("admin"))]) -> dict:
+        fraud, logs = await asyncio.gather(self.fraud.reload.remote(), self.logs.reload.remote())
+        return {"fraud": fraud, "logs": logs}
+
+    @api.post("/v1/fraud/score", response_model=schemas.FraudResponse,
+              summary=f"score one transaction or a list of up to {schemas.MAX_TRANSACTIONS}")
+    async def fraud_score(self, request: Request, _: Annotated[str, Depends(require("fraud:score"))],
+                          body: Annotated[schemas.FraudRequest, Body()]) -> dict:
+        request_id = request.scope["state"]["request_id"]
+        if isinstance(body, list):
+            results = await self.fraud.score_many.remote(
+                [{"txn": t.model_dump(), "request_id": request_id} for t in body])
+        else:
+            results = [await self.fraud.score_one.remote({"txn": body.model_dump(), "request_id": request_id})]
+        for result in results:
+            _raise_for(result)
+        return {"request_id": request_id, "results": results}
+
+    @api.post("/v1/logs/score", response_model=schemas.LogResponse,
+              summary="score one database session from its log lines")
+    async def logs_score(self, request: Request, _: Annotated[str, Depends(require("logs:score"))],
+                         body: schemas.LogSessionRequest) -> dict:
+        request_id = request.scope["state"]["request_id"]
+        lines = [line.model_dump(exclude_none=True) for line in body.lines]
+        result = await self.logs.score_one.remote({"lines": lines})
+        _raise_for(result)
+        return {"request_id": request_id, "session_id": body.session_id, **result}
+
+
+@api.exception_handler(ModelNotReady)
+async def _not_ready(request: Request, exc: ModelNotReady) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+@api.exception_handler(StoreUnavailable)
+async def _store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+def build_app(args: dict | None = None):
+    """The application (Serve's builder: ``import_path: paylake.serving.app:build_app`` with ``args``)."""
+    options = ServeOptions.from_args(args)
+    opts = asdict(options)
+    return Ingress.bind(FraudDeployment.bind(opts), LogsDeployment.bind(opts), opts)

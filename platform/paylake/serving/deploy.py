@@ -1,0 +1,107 @@
+"""Deploying the scoring service on a Ray cluster from ``serve/config.yaml`` (``paylake serve up``).
+
+The file is the one source of the deployment settings (replicas, autoscaling,
+``max_ongoing_requests``, batch options): ``up`` reads it, applies its
+``deployments`` entries to the application built with its ``args`` (plus
+overrides), starts Serve's HTTP proxy on the port of ``settings.serving.url``
+and waits until ``/readyz`` answers 200 or the deadline passes (the models may
+not be trained yet: the service then runs and says so).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import yaml
+
+from paylake.errors import ConfigError, PaylakeError
+from paylake.settings import Settings
+
+CONFIG = Path(__file__).resolve().parents[3] / "serve" / "config.yaml"
+
+
+def read_config(path: Path = CONFIG) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: the Serve config of the scoring service")
+    config = yaml.safe_load(path.read_text())
+    apps = [a for a in config.get("applications", []) if a.get("name") == "paylake"]
+    if not apps:
+        raise ConfigError(f"{path} has no application named 'paylake'")
+    return apps[0]
+
+
+def application(overrides: dict | None = None, path: Path = CONFIG):
+    """The application of ``path`` with its deployments' options and ``overrides`` of its args."""
+    from paylake.serving.app import FraudDeployment, Ingress, LogsDeployment, ServeOptions
+
+    spec = read_config(path)
+    options = ServeOptions.from_args({**spec.get("args", {}), **(overrides or {})})
+    per_deployment = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in spec.get("deployments", [])}
+    from dataclasses import asdict
+
+    opts = asdict(options)
+    fraud = FraudDeployment.options(**per_deployment.get("fraud", {})).bind(opts)
+    logs = LogsDeployment.options(**per_deployment.get("logs", {})).bind(opts)
+    return Ingress.options(**per_deployment.get("ingress", {})).bind(fraud, logs, opts), options
+
+
+def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120.0, progress=lambda m: None) -> dict:
+    """Deploy (or update) the service; returns {"url", "ready", "models"} once it answers and, within
+    ``wait_s``, both models are loaded (a model not registered yet leaves it answering but not ready)."""
+    from ray import serve
+
+    from paylake.raycluster import init_ray
+    from paylake.serving.app import APP_NAME
+
+    url = settings.serving.url.rstrip("/")
+    parts = urlsplit(url)
+    init_ray(settings)
+    progress(f"starting Serve's HTTP proxy on {parts.hostname}:{parts.port}")
+    serve.start(http_options={"host": parts.hostname, "port": parts.port}, proxy_location="HeadOnly")
+    app, _ = application(overrides)
+    progress("deploying the application (ingress, fraud, logs)")
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    progress("waiting for the models to load")
+    return wait_ready(url, wait_s)
+
+
+def wait_ready(url: str, wait_s: float, answer_s: float = 120.0) -> dict:
+    """Wait up to ``answer_s`` for the service to answer, then up to ``wait_s`` for /readyz to say 200."""
+    start = time.monotonic()
+    ready = None
+    while ready is None or (not ready and time.monotonic() - start < wait_s):
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=10)
+            if "ready" in _json(response):  # the ingress answered (not the proxy: no route or replica yet)
+                ready = response.status_code == 200
+            else:
+                raise httpx.HTTPError(f"HTTP {response.status_code} from the proxy")
+        except httpx.HTTPError as exc:
+            if time.monotonic() - start > answer_s:
+                raise PaylakeError(f"the scoring service at {url} did not answer within {answer_s:.0f} s ({exc}): "
+                                   "see the Serve logs in the Ray dashboard") from exc
+        if not ready:
+            time.sleep(0.5)
+    models = httpx.get(f"{url}/v1/models", timeout=10).json()
+    return {"url": url, "ready": ready, "models": models}
+
+
+def _json(response: httpx.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def down(settings: Settings) -> None:
+    from ray import serve
+
+    from paylake.raycluster import init_ray
+    from paylake.serving.app import APP_NAME
+
+    init_ray(settings)
+    serve.delete(APP_NAME)

@@ -1,0 +1,161 @@
+"""The models a replica serves: loaded from the MLflow registry by alias, swapped atomically.
+
+``ModelSlot`` holds one registered model's loaded version. ``refresh()`` asks
+the registry which version the alias names; when it moved, the new version is
+loaded *beside* the old one and then the slot's reference is replaced in one
+assignment. A request takes the reference once (``slot.current``) and uses it
+to the end, so in-flight requests finish on the version they started with and
+no request ever sees a half-loaded model. A failed load keeps the old version
+and records the error (shown by ``/v1/models``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from paylake.errors import PaylakeError
+from paylake.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotReady(PaylakeError):
+    """No version of the model is loaded yet (nothing registered under the alias, or its load failed)."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    name: str
+    alias: str
+    version: str
+    loaded_at: dt.datetime
+    model: Any
+
+
+class ModelSlot:
+    def __init__(self, name: str, alias: str, resolve: Callable[[], str | None],
+                 load: Callable[[str], Any]) -> None:
+        self.name, self.alias = name, alias
+        self._resolve, self._load = resolve, load
+        self.current: Loaded | None = None
+        self.last_error: str | None = None
+        self._refreshing = threading.Lock()
+
+    def refresh(self) -> bool:
+        """Load the alias's version if it changed; True when a new version now answers."""
+        with self._refreshing:  # one load at a time; readers never wait for it
+            try:
+                version = self._resolve()
+                if version is None:
+                    self.last_error = f"no {self.name}@{self.alias} in the registry yet"
+                    return False
+                if self.current is not None and self.current.version == version:
+                    return False
+                model = self._load(version)
+            except Exception as exc:  # noqa: BLE001 - keep serving the old version, say why
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("model %s@%s not (re)loaded: %s", self.name, self.alias, self.last_error)
+                return False
+            self.current = Loaded(self.name, self.alias, version, dt.datetime.now(dt.UTC), model)
+            self.last_error = None
+            log.info("model %s@%s now answers with version %s", self.name, self.alias, version)
+            return True
+
+    def get(self) -> Loaded:
+        loaded = self.current
+        if loaded is None:
+            raise ModelNotReady(f"model {self.name}@{self.alias} is not loaded: {self.last_error or 'loading'}")
+        return loaded
+
+    def info(self) -> dict:
+        loaded = self.current
+        return {"name": self.name, "alias": self.alias, "loaded": loaded is not None,
+                "version": loaded.version if loaded else None,
+                "loaded_at": loaded.loaded_at.isoformat() if loaded else None, "error": self.last_error}
+
+
+def alias_resolver(settings: Settings, name: str, alias: str) -> Callable[[], str | None]:
+    def resolve() -> str | None:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias(name, alias).version)
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+                return None
+            raise
+    return resolve
+
+
+# ----------------------------------------------------------------------------- fraud
+@dataclass(frozen=True)
+class FraudModel:
+    """A registered LightGBM fraud model with what scoring needs from its metadata."""
+
+    booster: Any
+    encoding: Any  # paylake.ml.fraud.Encoding
+    threshold: float
+
+    @classmethod
+    def load(cls, settings: Settings, name: str, version: str) -> FraudModel:
+        import mlflow
+        from mlflow.models import Model
+
+        from paylake.ml.fraud import Encoding
+
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
+            metadata = Model.load(str(local / "MLmodel")).metadata or {}
+            booster = mlflow.lightgbm.load_model(str(local))
+        if "encoding" not in metadata or "threshold" not in metadata:
+            raise PaylakeError(f"{name} v{version} has no encoding/threshold metadata: retrain with "
+                               "'paylake train fraud'")
+        return cls(booster, Encoding.from_json(metadata["encoding"]), float(metadata["threshold"]))
+
+    def predict(self, rows: list[dict], top: int = 5) -> list[dict]:
+        """Probability, decision and the ``top`` features by |contribution| (LightGBM ``pred_contrib``)."""
+        table = pa.Table.from_pylist([{c: row.get(c) for c in self.encoding.columns} for row in rows])
+        matrix = self.encoding.matrix(table)
+        scores = self.booster.predict(matrix)
+        contributions = self.booster.predict(matrix, pred_contrib=True)[:, :-1]  # last column: the bias
+        values = matrix.to_numpy()
+        columns = list(self.encoding.columns)
+        categories = self.encoding.categories
+
+        def shown(j: int, value: float):  # a category's name rather than its code
+            if np.isnan(value):
+                return None
+            if columns[j] in categories:
+                names = categories[columns[j]]
+                return names[int(value)] if 0 <= value < len(names) else None
+            return float(value)
+
+        out = []
+        for i, score in enumerate(scores):
+            order = np.argsort(-np.abs(contributions[i]))[:top]
+            out.append({"fraud_probability": float(score),
+                        "decision": "fraud" if score >= self.threshold else "legit",
+                        "threshold": self.threshold,
+                        "top_features": [{"feature": columns[j],
+                                          "value": shown(j, values[i, j]),
+                                          "contribution": round(float(contributions[i, j]), 6)} for j in order]})
+        return out
+
+
+def load_log_scorer(settings: Settings, name: str, version: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().scorer

@@ -1,0 +1,93 @@
+"""Request and response bodies of the scoring API (pydantic: a bad field is a 422 naming it).
+
+Unknown fields are refused (``extra="forbid"``): a client cannot slip a card
+number or an e-mail into a request the service would then hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+MAX_TRANSACTIONS = 100  # per request to /v1/fraud/score
+MAX_LOG_LINES = 5_000  # per session to /v1/logs/score
+MAX_TEXT = 20_000  # characters of one log message or statement
+
+
+class FraudTransaction(BaseModel):
+    """One payment as the payment system sees it when it asks for a score (ids, time, amount; no PII)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transactionid: int = Field(ge=1)
+    datetime: AwareDatetime
+    customerid: int = Field(ge=1)
+    merchantid: int = Field(ge=1)
+    paymentmethodid: int = Field(ge=1)
+    deviceid: int | None = Field(None, ge=1)
+    locationid: int | None = Field(None, ge=1)
+    amount_eur: float = Field(gt=0, allow_inf_nan=False)
+
+
+FraudRequest = FraudTransaction | Annotated[list[FraudTransaction], Field(min_length=1, max_length=MAX_TRANSACTIONS)]
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: float | str | None  # a category's name for categorical features
+    contribution: float
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class FraudResult(BaseModel):
+    transactionid: int
+    fraud_probability: float
+    decision: str  # "fraud" (at or above the model's threshold) or "legit"
+    threshold: float
+    top_features: list[Contribution]
+    defaulted: list[str]  # features computed from defaults: entities the online store does not know
+    model: ModelRef
+
+
+class FraudResponse(BaseModel):
+    request_id: str
+    results: list[FraudResult]
+
+
+class LogLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(max_length=MAX_TEXT)
+    error_severity: str | None = Field(None, max_length=32)
+    state_code: str | None = Field(None, max_length=5)
+    statement: str | None = Field(None, max_length=MAX_TEXT)
+    timestamp: dt.datetime | None = None
+
+
+class LogSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str | None = Field(None, max_length=128)
+    lines: list[LogLine] = Field(min_length=1, max_length=MAX_LOG_LINES)
+
+
+class AnomalousLine(BaseModel):
+    line: int
+    seen: str
+    known: bool
+    expected: list[str]
+
+
+class LogResponse(BaseModel):
+    request_id: str
+    session_id: str | None
+    decision: str  # "anomalous" or "normal"
+    score: float
+    anomalous_lines: list[AnomalousLine]
+    model: ModelRef

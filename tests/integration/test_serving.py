@@ -1,0 +1,234 @@
+"""The Ray Serve scoring service on the local stack: both endpoints, auth and input errors, readiness,
+promotion under load, 500 concurrent requests, online score == batch score, served-score records, and
+logs without keys, bodies or PII. One deployment for the module (its own online store and lake: the
+fraud test world; its own fraud model name, trained after the service started)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+
+import httpx
+import mlflow
+import pyarrow.compute as pc
+import pytest
+from mlflow import MlflowClient
+
+from paylake.ml.feature_build import feature_uri, silver_connection
+from paylake.ml.fraud import TrainOptions, train_fraud
+from paylake.ml.logdata import read_sessions, split
+from paylake.ml.online import PostgresOnlineStore, publish_state
+from paylake.serving import records, schemas
+from paylake.serving.auth import KEYS_FILE_NAME, add_key
+from paylake.serving.deploy import up, wait_ready
+from paylake.serving.models import FraudModel
+from paylake.serving.sample import recent_transactions
+from paylake.stores import lake
+
+FRAUD_MODEL = f"paylake-fraud-serve-{uuid.uuid4().hex[:8]}"
+SECRET_AMOUNT = 4321.987  # sent once; must not appear in any log line
+
+
+@pytest.fixture(scope="module")
+def service(settings, local_stack, fraud_lake, trained_logs):
+    from ray import serve
+
+    from paylake.serving.app import APP_NAME
+
+    keys_path = local_stack.stack_file.parent / KEYS_FILE_NAME
+    keys = {"all": add_key(keys_path, "test-all", ["fraud:score", "logs:score", "admin"]),
+            "fraud": add_key(keys_path, "test-fraud", ["fraud:score"]),
+            "logs": add_key(keys_path, "test-logs", ["logs:score"])}
+    publish_state(fraud_lake, PostgresOnlineStore(fraud_lake))
+    overrides = {"fraud_model": FRAUD_MODEL, "logs_model": trained_logs.model_name, "poll_seconds": 1,
+                 "online_database": "paylake_fraud", "lake_root": fraud_lake.lake_root, "record_every_s": 0.5}
+    before = up(settings, overrides, wait_s=0)
+    report = train_fraud(fraud_lake, TrainOptions(model_name=FRAUD_MODEL, experiment=FRAUD_MODEL, num_workers=1,
+                                                  maturity=dt.timedelta(days=10), max_rounds=80,
+                                                  early_stopping_rounds=20))
+    after = wait_ready(before["url"], 60)
+    yield {"url": before["url"], "keys": keys, "before": before, "after": after, "report": report}
+    serve.delete(APP_NAME)
+
+
+def post(service, path: str, body=None, key: str | None = "all", **kwargs) -> httpx.Response:
+    headers = kwargs.pop("headers", {})
+    if key:
+        headers["Authorization"] = f"Bearer {service['keys'][key]}"
+    return httpx.post(service["url"] + path, json=body, headers=headers, timeout=60, **kwargs)
+
+
+def test_readyz_is_false_before_the_models_load_and_true_after(service):
+    assert service["before"]["ready"] is False
+    assert service["before"]["models"]["fraud"]["loaded"] is False
+    assert "no " + FRAUD_MODEL in service["before"]["models"]["fraud"]["error"]
+    assert service["before"]["models"]["logs"]["loaded"] is True
+    assert service["after"]["ready"] is True
+    assert service["after"]["models"]["fraud"]["version"] == service["report"].version
+    assert httpx.get(service["url"] + "/healthz").json() == {"status": "alive"}
+    assert "/v1/fraud/score" in httpx.get(service["url"] + "/openapi.json").json()["paths"]
+
+
+def test_both_endpoints_score_valid_input(service, fraud_lake, log_lake, trained_logs):
+    txns = recent_transactions(fraud_lake, 3)
+    one = post(service, "/v1/fraud/score", txns[0], headers={"X-Request-ID": "req-42"})
+    assert one.status_code == 200, one.text
+    assert one.headers["x-request-id"] == "req-42" and one.json()["request_id"] == "req-42"
+    (result,) = one.json()["results"]
+    assert 0.0 <= result["fraud_probability"] <= 1.0 and result["decision"] in ("fraud", "legit")
+    assert len(result["top_features"]) == 5 and result["model"] == {"name": FRAUD_MODEL, "version": "1"}
+    assert result["decision"] == ("fraud" if result["fraud_probability"] >= result["threshold"] else "legit")
+    many = post(service, "/v1/fraud/score", txns)
+    assert many.status_code == 200 and [r["transactionid"] for r in many.json()["results"]] == \
+        [t["transactionid"] for t in txns]
+
+    sessions = split(read_sessions(log_lake).sessions)
+    anomalous = next(s for s in sessions["test"] if s.anomalous)
+    normal = sessions["train"][0]
+    lines = [{k: v for k, v in line.items() if k in schemas.LogLine.model_fields and v is not None}
+             for line in anomalous.lines]
+    for line in lines:
+        line["timestamp"] = line["timestamp"].isoformat() if "timestamp" in line else None
+    flagged = post(service, "/v1/logs/score", {"session_id": anomalous.session_id, "lines": lines})
+    assert flagged.status_code == 200, flagged.text
+    body = flagged.json()
+    assert body["decision"] == "anomalous" and body["anomalous_lines"]
+    assert body["anomalous_lines"][0]["expected"] and body["session_id"] == anomalous.session_id
+    assert body["model"] == {"name": trained_logs.model_name, "version": trained_logs.version}
+    passed = post(service, "/v1/logs/score", {"lines": [{"message": line["message"],
+                                                          "error_severity": line.get("error_severity"),
+                                                          "state_code": line.get("state_code"),
+                                                          "statement": line.get("statement")}
+                                                         for line in normal.lines]})
+    assert passed.status_code == 200 and passed.json()["decision"] == "normal", passed.text
+
+
+def test_auth_size_and_field_errors(service, fraud_lake):
+    txn = recent_transactions(fraud_lake, 1)[0]
+    assert post(service, "/v1/fraud/score", txn, key=None).status_code == 401
+    assert httpx.post(service["url"] + "/v1/fraud/score", json=txn,
+                      headers={"Authorization": "Bearer pl_not-a-key"}).status_code == 401
+    assert post(service, "/v1/fraud/score", txn, key="logs").status_code == 403
+    assert post(service, "/v1/logs/score", {"lines": [{"message": "x"}]}, key="fraud").status_code == 403
+    assert post(service, "/v1/admin/reload", key="fraud").status_code == 403
+    assert post(service, "/v1/admin/reload", key="all").status_code == 200
+
+    too_big = post(service, "/v1/logs/score", {"lines": [{"message": "x" * 10_000}] * 40})
+    assert too_big.status_code == 413 and "larger than" in too_big.json()["detail"]
+    negative = post(service, "/v1/fraud/score", dict(txn, amount_eur=-5))
+    assert negative.status_code == 422
+    assert any(err["loc"][-1] == "amount_eur" for err in negative.json()["detail"])
+    assert post(service, "/v1/fraud/score", [txn] * (schemas.MAX_TRANSACTIONS + 1)).status_code == 422
+    smuggled = post(service, "/v1/fraud/score", dict(txn, card_number="4111111111111111"))
+    assert smuggled.status_code == 422
+    assert post(service, "/v1/logs/score", {"lines": []}).status_code == 422
+    assert post(service, "/v1/fraud/score", dict(txn, datetime="2026-01-01T00:00:00")).status_code == 422  # naive
+
+
+def test_the_online_score_equals_the_batch_models_score_on_batch_features(service, fraud_lake):
+    import numpy as np
+
+    table = lake.read_table(fraud_lake, feature_uri(fraud_lake)).sort_by("datetime")
+    row = table.slice(int(table.num_rows * 0.9), 1).to_pylist()[0]
+    con = silver_connection(fraud_lake)
+    try:
+        (txn,) = con.execute("select transactionid, datetime, customerid, merchantid, paymentmethodid, deviceid,"
+                             " locationid, amount_eur from events where transactionid = ?",
+                             [row["transactionid"]]).fetchall()
+    finally:
+        con.close()
+    publish_state(fraud_lake, PostgresOnlineStore(fraud_lake), row["datetime"])  # the state just before it
+    body = dict(zip(["transactionid", "datetime", "customerid", "merchantid", "paymentmethodid", "deviceid",
+                     "locationid", "amount_eur"], txn))
+    body["datetime"] = body["datetime"].isoformat()
+    answer = post(service, "/v1/fraud/score", {k: v for k, v in body.items() if v is not None})
+    assert answer.status_code == 200, answer.text
+    model = FraudModel.load(fraud_lake, FRAUD_MODEL, "1")
+    batch_score = float(model.booster.predict(model.encoding.matrix(table.slice(int(table.num_rows * 0.9), 1)))[0])
+    assert answer.json()["results"][0]["fraud_probability"] == pytest.approx(batch_score, rel=1e-9, abs=1e-12)
+    assert np.isfinite(batch_score)
+
+
+async def _storm(url: str, key: str, bodies: list[dict], concurrency: int) -> list[httpx.Response | Exception]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
+        async def one(body):
+            try:
+                return await client.post(url + "/v1/fraud/score", json=body,
+                                         headers={"Authorization": f"Bearer {key}"})
+            except httpx.HTTPError as exc:
+                return exc
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def test_500_concurrent_requests_are_all_answered(service, fraud_lake):
+    txns = recent_transactions(fraud_lake, 50)
+    bodies = [dict(txns[i % len(txns)], amount_eur=round(10 + i * 0.37, 2)) for i in range(500)]
+    bodies[7]["amount_eur"] = SECRET_AMOUNT
+    answers = asyncio.run(_storm(service["url"], service["keys"]["fraud"], bodies, 500))
+    failures = [a if isinstance(a, Exception) else (a.status_code, a.text[:200]) for a in answers
+                if isinstance(a, Exception) or a.status_code != 200]
+    assert failures == []
+
+
+def test_promotion_switches_the_answering_version_under_load_without_failure(service, fraud_lake):
+    client = MlflowClient(fraud_lake.mlflow_tracking_uri)
+    first = client.get_model_version(FRAUD_MODEL, "1")
+    mlflow.set_tracking_uri(fraud_lake.mlflow_tracking_uri)
+    second = mlflow.register_model(first.source, FRAUD_MODEL)  # the same model as v2: only the alias moves
+    txns = recent_transactions(fraud_lake, 20)
+    seen: list[str] = []
+    failures: list = []
+
+    async def stream():
+        limits = httpx.Limits(max_connections=8)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+            promoted = asyncio.Event()
+            deadline = time.monotonic() + 60
+
+            async def worker(n: int):
+                i = n
+                while time.monotonic() < deadline and not (promoted.is_set() and seen[-20:] == ["2"] * 20):
+                    response = await http.post(service["url"] + "/v1/fraud/score", json=txns[i % len(txns)],
+                                               headers={"Authorization": f"Bearer {service['keys']['fraud']}"})
+                    i += 8
+                    if response.status_code != 200:
+                        failures.append((response.status_code, response.text[:200]))
+                        continue
+                    seen.append(response.json()["results"][0]["model"]["version"])
+                    if len(seen) == 30 and not promoted.is_set():
+                        client.set_registered_model_alias(FRAUD_MODEL, "champion", second.version)
+                        promoted.set()
+            await asyncio.gather(*(worker(n) for n in range(8)))
+
+    asyncio.run(stream())
+    assert failures == []
+    assert seen[:30] == ["1"] * 30 and "2" in seen and seen[-20:] == ["2"] * 20, seen
+    models = httpx.get(service["url"] + "/v1/models").json()
+    assert models["fraud"]["version"] == "2"
+
+
+def test_scored_transactions_are_recorded_in_the_lake_without_pii(service, fraud_lake):
+    from ray import serve
+
+    from paylake.serving.app import APP_NAME
+
+    serve.get_deployment_handle("fraud", app_name=APP_NAME).flush_records.remote().result()
+    rows = lake.read_table(fraud_lake, records.table_uri(fraud_lake))
+    assert rows.schema.names == records.SCHEMA.names
+    assert rows.num_rows >= 50 and "req-42" in rows["request_id"].to_pylist()  # the id the client sent
+    assert set(pc.unique(rows["model_version"]).to_pylist()) >= {"1", "2"}
+    assert pc.min(rows["latency_ms"]).as_py() > 0
+
+
+def test_no_log_line_holds_a_key_a_body_or_pii(service, local_stack):
+    from paylake.stack.services import RayHead
+
+    logs = RayHead().temp_dir(local_stack.context()) / "session_latest" / "logs"
+    text = "\n".join(p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file() and p.suffix in
+                     (".log", ".out", ".err") and ("serve" in p.name or "worker" in p.name))
+    assert "/v1/fraud/score" in text  # the access log is there
+    for secret in [*service["keys"].values(), str(SECRET_AMOUNT), "4111111111111111"]:
+        assert secret not in text
