@@ -32,9 +32,10 @@ from paylake.serving.sample import recent_transactions
 from paylake.settings import find_stack_file, load_settings
 
 CONFIGS = {
-    "batched": {"max_batch_size": 16, "batch_wait_s": 0.002},
+    "batched": {"max_batch_size": 32, "batch_wait_s": 0.005},
     "unbatched": {"max_batch_size": 1, "batch_wait_s": 0.0},
     "batched-wait10ms": {"max_batch_size": 32, "batch_wait_s": 0.01},
+    "replicas2": {"max_batch_size": 32, "batch_wait_s": 0.005},  # two fraud replicas, no autoscaling
 }
 
 
@@ -127,8 +128,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="time limit per level")
     parser.add_argument("--max-requests", type=int, default=3000, help="request limit per level")
     parser.add_argument("--batch", type=int, default=10, help="transactions per body in the batched runs")
-    parser.add_argument("--configs", default="batched,unbatched", help=f"Serve configurations: {','.join(CONFIGS)}"
-                        ",replicas2")
+    parser.add_argument("--configs", default="batched,unbatched,replicas2",
+                        help=f"Serve configurations, among {','.join(CONFIGS)}")
     parser.add_argument("--plain-port", type=int, default=8187)
     args = parser.parse_args()
 
@@ -155,25 +156,14 @@ def main() -> None:
         plain.wait(10)
 
     for name in args.configs.split(","):
-        overrides = dict(CONFIGS.get(name, CONFIGS["batched"]))
+        if name not in CONFIGS:
+            raise SystemExit(f"unknown configuration {name!r}: choose from {', '.join(CONFIGS)}")
+        overrides = dict(CONFIGS[name])
         console.print(f"[bold]Ray Serve: {name}[/] {overrides}")
-        replicas = 2 if name == "replicas2" else None
-        if replicas:
-            os.environ["PAYLAKE_BENCH_FRAUD_REPLICAS"] = "2"
-        result = up(settings, overrides, wait_s=120)
+        deployments = {"fraud": {"num_replicas": 2, "autoscaling_config": None}} if name == "replicas2" else None
+        result = up(settings, overrides, wait_s=120, deployments=deployments)
         if not result["ready"]:
             raise SystemExit(f"service not ready: {result['models']}")
-        if replicas:
-            from dataclasses import asdict
-
-            from ray import serve
-
-            from paylake.serving.app import APP_NAME, FraudDeployment, Ingress, LogsDeployment, ServeOptions
-
-            opts = asdict(ServeOptions(**{**overrides}))
-            serve.run(Ingress.bind(FraudDeployment.options(num_replicas=2).bind(opts), LogsDeployment.bind(opts),
-                                   opts), name=APP_NAME, route_prefix="/")
-            wait_http(settings.serving.url)
         results += measure(f"serve {name}", settings.serving.url.rstrip("/"), key, txns, args.concurrency,
                            args.seconds, args.max_requests, args.batch)
 

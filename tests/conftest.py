@@ -104,6 +104,21 @@ def fraud_lake(settings, ray_cluster, tmp_path_factory):
     return here
 
 
+FRAUD_MODEL = f"paylake-fraud-test-{uuid.uuid4().hex[:8]}"  # fresh: its first version is champion
+
+
+@pytest.fixture(scope="session")
+def trained_fraud(fraud_lake):
+    """The fraud model trained once on the fraud lake (1 worker), registered as ``FRAUD_MODEL`` v1."""
+    import datetime as dt
+
+    from paylake.ml.fraud import TrainOptions, train_fraud
+
+    return train_fraud(fraud_lake, TrainOptions(model_name=FRAUD_MODEL, experiment=FRAUD_MODEL,
+                                                maturity=dt.timedelta(days=10), max_rounds=200,
+                                                early_stopping_rounds=30))
+
+
 LOG_MODEL = f"paylake-logseq-test-{uuid.uuid4().hex[:8]}"  # a fresh registry entry: its first version is champion
 MALFORMED_LOGS = [  # inserted past the collection's validator, as a buggy writer could
     {"sessionId": "bad-no-lines", "user": "x", "label": "normal", "scenario": "app_traffic"},

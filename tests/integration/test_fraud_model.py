@@ -62,9 +62,8 @@ def test_the_threshold_keeps_false_positives_within_the_rule():
     assert 0.009 <= flagged_legit <= 0.01
 
 
-def test_training_registers_and_moves_the_champion_only_on_improvement(fraud_lake):
-    name = f"paylake-fraud-test-{uuid.uuid4().hex[:8]}"
-    first = train_fraud(fraud_lake, dataclasses.replace(OPTIONS, model_name=name, experiment=name))
+def test_training_registers_and_moves_the_champion_only_on_improvement(fraud_lake, trained_fraud):
+    first, name = trained_fraud, trained_fraud.model_name
     assert (first.version, first.alias) == ("1", "champion")
     assert first.metrics["model"]["auc_pr"] > first.metrics["rules"]["auc_pr"] * 0.5
     assert set(first.metrics) == {"model", "logistic", "rules"}

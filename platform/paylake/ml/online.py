@@ -348,7 +348,7 @@ def transactions_features(store: OnlineStore, txns: list[dict]) -> list[dict]:
     if tally:
         relations["merchant_tally"] = pa.concat_tables([relations["merchant_tally"], pa.Table.from_pylist(
             tally, schema=_DIMENSION_SCHEMAS["merchant_tally"])])
-    con = duckdb.connect()
+    con = duckdb.connect(config={"threads": 1})  # a few hundred rows: more threads only add contention
     try:
         con.execute("set TimeZone = 'UTC'")
         con.register("events", events)

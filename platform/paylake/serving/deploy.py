@@ -33,13 +33,16 @@ def read_config(path: Path = CONFIG) -> dict:
     return apps[0]
 
 
-def application(overrides: dict | None = None, path: Path = CONFIG):
-    """The application of ``path`` with its deployments' options and ``overrides`` of its args."""
+def application(overrides: dict | None = None, path: Path = CONFIG, deployments: dict | None = None):
+    """The application of ``path`` with its deployments' options (updated by ``deployments``: name → options,
+    e.g. ``{"fraud": {"num_replicas": 2, "autoscaling_config": None}}``) and ``overrides`` of its args."""
     from paylake.serving.app import FraudDeployment, Ingress, LogsDeployment, ServeOptions
 
     spec = read_config(path)
     options = ServeOptions.from_args({**spec.get("args", {}), **(overrides or {})})
     per_deployment = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in spec.get("deployments", [])}
+    for name, changes in (deployments or {}).items():
+        per_deployment.setdefault(name, {}).update(changes)
     from dataclasses import asdict
 
     opts = asdict(options)
@@ -48,7 +51,8 @@ def application(overrides: dict | None = None, path: Path = CONFIG):
     return Ingress.options(**per_deployment.get("ingress", {})).bind(fraud, logs, opts), options
 
 
-def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120.0, progress=lambda m: None) -> dict:
+def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120.0, deployments: dict | None = None,
+       progress=lambda m: None) -> dict:
     """Deploy (or update) the service; returns {"url", "ready", "models"} once it answers and, within
     ``wait_s``, both models are loaded (a model not registered yet leaves it answering but not ready)."""
     from ray import serve
@@ -61,7 +65,7 @@ def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120
     init_ray(settings)
     progress(f"starting Serve's HTTP proxy on {parts.hostname}:{parts.port}")
     serve.start(http_options={"host": parts.hostname, "port": parts.port}, proxy_location="HeadOnly")
-    app, _ = application(overrides)
+    app, _ = application(overrides, deployments=deployments)
     progress("deploying the application (ingress, fraud, logs)")
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     progress("waiting for the models to load")

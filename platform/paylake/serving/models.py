@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from paylake.errors import PaylakeError
 from paylake.settings import Settings
 
 log = logging.getLogger(__name__)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # replicas' logs: no progress bars
 
 
 class ModelNotReady(PaylakeError):
@@ -128,8 +130,10 @@ class FraudModel:
         """Probability, decision and the ``top`` features by |contribution| (LightGBM ``pred_contrib``)."""
         table = pa.Table.from_pylist([{c: row.get(c) for c in self.encoding.columns} for row in rows])
         matrix = self.encoding.matrix(table)
-        scores = self.booster.predict(matrix)
-        contributions = self.booster.predict(matrix, pred_contrib=True)[:, :-1]  # last column: the bias
+        # one thread: a batch is a few dozen rows, and OpenMP's spinning threads would take the cores the
+        # replica's event loop and the other replicas need (measured: 0.24 s → see bench/README, serve rows)
+        scores = self.booster.predict(matrix, num_threads=1)
+        contributions = self.booster.predict(matrix, pred_contrib=True, num_threads=1)[:, :-1]  # last: the bias
         values = matrix.to_numpy()
         columns = list(self.encoding.columns)
         categories = self.encoding.categories
