@@ -153,7 +153,10 @@ def main() -> None:
                            args.batch)
     finally:
         plain.terminate()
-        plain.wait(10)
+        try:
+            plain.wait(10)
+        except subprocess.TimeoutExpired:  # requests still queued in it: no graceful end needed
+            plain.kill()
 
     for name in args.configs.split(","):
         if name not in CONFIGS:

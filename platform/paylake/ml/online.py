@@ -305,8 +305,6 @@ def transactions_features(store: OnlineStore, txns: list[dict]) -> list[dict]:
     in every family: its event (windows), a tally row for its merchant and its first-seen device and
     country, exactly what recording it would have added. A target the store already holds (a retried
     request) is not added twice. Results are in the order of ``txns``."""
-    import duckdb
-
     for txn in txns:
         features.validate_transaction(txn)
     read = store.read_many(txns)
@@ -348,13 +346,30 @@ def transactions_features(store: OnlineStore, txns: list[dict]) -> list[dict]:
     if tally:
         relations["merchant_tally"] = pa.concat_tables([relations["merchant_tally"], pa.Table.from_pylist(
             tally, schema=_DIMENSION_SCHEMAS["merchant_tally"])])
-    con = duckdb.connect(config={"threads": 1})  # a few hundred rows: more threads only add contention
+    con = _duckdb()
     try:
-        con.execute("set TimeZone = 'UTC'")
         con.register("events", events)
         for name, table in relations.items():
             con.register(name, table)
-        rows = {row["transactionid"]: row for row in con.sql(features.feature_sql()).to_arrow_table().to_pylist()}
+        rows = {row["transactionid"]: row for row in con.sql(_FEATURE_SQL).to_arrow_table().to_pylist()}
     finally:
-        con.close()
+        for name in ("events", *relations):
+            con.unregister(name)
     return [rows[i] for i in ids]
+
+
+_FEATURE_SQL = features.feature_sql()
+_LOCAL = threading.local()
+
+
+def _duckdb():
+    """This thread's DuckDB connection for online features (opening one costs more than the query on a
+    few hundred rows): one thread, UTC."""
+    con = getattr(_LOCAL, "duckdb", None)
+    if con is None:
+        import duckdb
+
+        con = duckdb.connect(config={"threads": 1})  # a few hundred rows: more threads only add contention
+        con.execute("set TimeZone = 'UTC'")
+        _LOCAL.duckdb = con
+    return con

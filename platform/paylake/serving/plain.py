@@ -7,14 +7,13 @@ batching across requests, replicas, autoscaling, zero-downtime promotion.
     python -m paylake.serving.plain --port 8100 [--model paylake-fraud] [--alias champion]
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 from typing import Annotated
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 
+from paylake.serving import app as serving_app
 from paylake.serving import schemas
 from paylake.serving.asgi import BodyLimit, RequestId
 from paylake.settings import load_settings
@@ -22,7 +21,6 @@ from paylake.settings import load_settings
 
 def create_app(model_name: str, alias: str = "champion", max_body_bytes: int = 256 * 1024) -> FastAPI:
     from paylake.ml.online import PostgresOnlineStore, transactions_features
-    from paylake.serving import app as serving_app
     from paylake.serving.auth import LiveKeyring
     from paylake.serving.models import FraudModel, alias_resolver
 
