@@ -6,10 +6,21 @@ from __future__ import annotations
 import random
 import uuid
 
+import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-from paylake.ml.logseq import LogModelConfig, score_sessions, train_model
+from paylake.ml.logseq import (
+    LineRanks,
+    LogModelConfig,
+    average_models,
+    build_model,
+    line_ranks,
+    score_sessions,
+    seen_transitions,
+    train_model,
+    transition_memory,
+)
 from paylake.stores import lake
 
 CONFIG = LogModelConfig(vocabulary_size=12, window=4, top_g=2, epochs=20, hidden=32, embedding=16,
@@ -53,3 +64,30 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_in_the_lake_object_store_
     with pytest.raises(Exception, match="another configuration"):
         train_model(sessions, other, num_workers=2, run_name="test-resume", **where)
 
+
+
+def test_the_transition_memory_excuses_a_rare_seen_step_and_averaged_models_score_like_one():
+    memory = transition_memory([[1, 2, 3], [1, 2, 4]], order=1, vocabulary_size=12)
+    assert memory == {(12, 1), (1, 2), (2, 3), (2, 4)}  # the pad index (12) starts each session
+    seen = seen_transitions([[1, 2, 4], [1, 3, 0]], memory, order=1, vocabulary_size=12)
+    assert seen.tolist() == [True, True, True, False, True, False, False, False]  # ends never seen
+    # one session [1, 2, 4] whose key 4 ranks 5th: anomalous at g=3 unless its step 2 -> 4 was seen in training
+    ranks = LineRanks([4], np.array([1, 2, 4, 13]), np.array([0, 0, 5, 0]), np.array([0.9, 0.9, 0.01, 0.9]),
+                      np.array([False, False, False, True]), np.zeros((4, 3), np.int64))
+    assert ranks.verdicts(3, 0.01)[0].anomalous
+    assert not ranks.verdicts(3, 0.01, seen[:4])[0].anomalous
+    unknown = LineRanks([2], np.array([0, 13]), np.array([5, 0]), np.array([0.01, 0.9]), np.array([False, True]),
+                        np.zeros((2, 3), np.int64))
+    assert unknown.verdicts(3, 0.01, np.array([True, False]))[0].anomalous  # an unknown key is never excused
+
+    import torch
+
+    torch.manual_seed(0)
+    config = LogModelConfig(vocabulary_size=12, window=4, hidden=8, embedding=4)
+    one, other = build_model(config).eval(), build_model(config).eval()
+    sessions = [[1, 2, 3, 2, 3, 4, 5], [1, 5, 4]]
+    alone, twice = line_ranks(one, sessions, 4, 5), line_ranks(average_models([one, one]), sessions, 4, 5)
+    assert (alone.ranks == twice.ranks).all() and np.allclose(alone.probability, twice.probability, atol=1e-6)
+    mean = line_ranks(average_models([one, other]), sessions, 4, 5)
+    both = (line_ranks(one, sessions, 4, 5).probability + line_ranks(other, sessions, 4, 5).probability) / 2
+    assert np.allclose(mean.probability, both, atol=1e-6)

@@ -63,3 +63,22 @@ def test_the_template_miner_merges_messages_that_differ_in_values():
     assert miner.match("a message of another shape") is None
     _, created = miner.add("replication slot x created")
     assert created and len(miner.templates()) == 2
+
+
+def test_a_session_carries_per_line_parameters_beside_its_keys():
+    import datetime as dt
+
+    from paylake.ml.logdata import to_sessions
+    from paylake.ml.logkeys import session_params
+
+    t0 = dt.datetime(2026, 12, 2, 23, 59, 50, tzinfo=dt.UTC)
+    lines = [{"message": "connection received", "timestamp": t0},
+             {"message": "statement: select 1", "timestamp": t0 + dt.timedelta(seconds=30)},
+             {"message": "no time on this one"},
+             {"message": "disconnection", "timestamp": (t0 + dt.timedelta(seconds=45)).isoformat()}]
+    params = session_params(lines, "auditor")
+    assert [p["elapsed_s"] for p in params] == [0.0, 30.0, None, 15.0]
+    assert [p["hour"] for p in params] == [23, 0, None, 0]
+    assert {p["role"] for p in params} == {"auditor"}
+    (session,) = to_sessions([{"session_id": "s", "db_user": "auditor", "lines": lines}]).sessions
+    assert session.params == tuple(params) and len(session.keys) == len(session.params)

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from paylake.ml.logkeys import session_keys
+from paylake.ml.logkeys import session_keys, session_params
 from paylake.settings import Settings
 from paylake.stores import lake
 
@@ -40,6 +40,7 @@ class LogSession:
     scenario: str | None
     lines: tuple[dict, ...]
     keys: tuple[str, ...]
+    params: tuple[dict, ...] = ()  # per line: role, elapsed_s since the previous line, hour (logkeys.session_params)
 
     @property
     def anomalous(self) -> bool:
@@ -88,7 +89,8 @@ def to_sessions(rows: Iterable[dict]) -> SessionSet:
             continue
         out.sessions.append(LogSession(row["session_id"], str(row.get("db_user") or ""),
                                        str(row.get("client_key") or ""), row.get("started_at"), row.get("label"),
-                                       row.get("scenario"), tuple(lines), tuple(session_keys(lines))))
+                                       row.get("scenario"), tuple(lines), tuple(session_keys(lines)),
+                                       tuple(session_params(lines, row.get("db_user")))))
     out.sessions.sort(key=lambda s: (s.started_at or dt.datetime.min.replace(tzinfo=dt.UTC), s.session_id))
     return out
 

@@ -111,6 +111,31 @@ def session_keys(lines: Sequence[dict]) -> list[str]:
     return [line_key(line) for line in lines]
 
 
+def session_params(lines: Sequence[dict], role: str | None) -> list[dict]:
+    """The parameters of a session's lines, beside their keys: the role (the session's user), seconds since
+    the previous line and the hour of day (UTC), None where a line has no timestamp. Rows affected are
+    not among them: the server's log lines carry no row counts (``log_statement`` logs the text only)."""
+    import datetime as dt
+
+    out, previous = [], None
+    for line in lines:
+        when = line.get("timestamp")
+        if isinstance(when, str):
+            try:
+                when = dt.datetime.fromisoformat(when)
+            except ValueError:
+                when = None
+        if not isinstance(when, dt.datetime):
+            when = None
+        elif when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        elapsed = None if when is None or previous is None else max((when - previous).total_seconds(), 0.0)
+        out.append({"role": role or None, "elapsed_s": 0.0 if when is not None and previous is None else elapsed,
+                    "hour": when.astimezone(dt.UTC).hour if when is not None else None})
+        previous = when if when is not None else previous
+    return out
+
+
 @dataclass
 class Vocabulary:
     """Keys numbered from 1 in order of frequency (ties by key); 0 is the unknown key."""

@@ -23,6 +23,14 @@ or its end is. Its score is the largest rank-surprise of its lines (0 = every
 key was the top prediction, 1 = a key outside the top-g or an unlikely end). h,
 g and the end threshold are chosen on a validation split, never on the test
 data.
+
+Optional, for rare but normal transitions (``transition_memory``): a key outside
+the top-g is excused when the same n keys followed by it occurred in the normal
+training sessions (the LSTM gives a pattern seen a handful of times a rank as
+low as an anomaly's; an n-gram memory alone flags every new combination of
+known steps: a line is anomalous only when both find it surprising). Several
+models trained alike (``average_models``) predict the mean of their
+probabilities (less dependent on one initialisation).
 """
 
 from __future__ import annotations
@@ -230,9 +238,14 @@ class LineRanks:
     end: np.ndarray  # True for the end-of-session targets
     top: np.ndarray  # the best ``max_g`` predictions of each line
 
-    def verdicts(self, top_g: int, end_threshold: float = 0.01) -> list[SessionVerdict]:
-        bad_line = (self.seen == 0) | (~self.end & (self.ranks >= top_g)) | (self.end & (self.probability
-                                                                                          < end_threshold))
+    def verdicts(self, top_g: int, end_threshold: float = 0.01,
+                 seen_before: np.ndarray | None = None) -> list[SessionVerdict]:
+        """``seen_before`` (optional, one flag per line, from ``seen_transitions``): a key outside the top-g is
+        not anomalous when its transition occurred in the normal training sessions (an unknown key always is)."""
+        outside = ~self.end & (self.ranks >= top_g)
+        if seen_before is not None:
+            outside &= ~seen_before
+        bad_line = (self.seen == 0) | outside | (self.end & (self.probability < end_threshold))
         surprise = np.where(bad_line, 1.0, np.minimum(self.ranks / top_g, 0.999))
         verdicts, at = [], 0
         for n in self.lengths:
@@ -243,6 +256,49 @@ class LineRanks:
                                              "expected": [int(k) for k in self.top[at + i, :top_g]]} for i in bad]))
             at += n
         return verdicts
+
+
+def transition_memory(sessions: Sequence[Sequence[int]], order: int, vocabulary_size: int) -> frozenset:
+    """Every (``order`` previous keys, next key) of the normal sessions, left-padded with the pad index (the
+    memory of ``seen_transitions``; ends of sessions are not in it)."""
+    memory = set()
+    for session in sessions:
+        padded = [vocabulary_size] * order + list(session)
+        memory.update(tuple(padded[i:i + order + 1]) for i in range(len(session)))
+    return frozenset(memory)
+
+
+def seen_transitions(sessions: Sequence[Sequence[int]], memory: frozenset, order: int,
+                     vocabulary_size: int) -> np.ndarray:
+    """One flag per line of ``line_ranks`` (each key, then the end): its ``order`` previous keys followed by it
+    are in ``memory`` (``transition_memory`` of the training sessions); the end is never."""
+    flags = []
+    for session in sessions:
+        padded = [vocabulary_size] * order + list(session)
+        flags.extend(tuple(padded[i:i + order + 1]) in memory for i in range(len(session)))
+        flags.append(False)
+    return np.asarray(flags, bool)
+
+
+def average_models(models: Sequence):
+    """One model predicting the mean of the models' probabilities (as log-probabilities: ``line_ranks`` and
+    ``score_sessions`` take it like one model)."""
+    import torch
+    from torch import nn
+
+    class Mean(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = nn.ModuleList(models)
+
+        @property
+        def embed(self) -> nn.Module:  # line_ranks reads the vocabulary size from it
+            return self.members[0].embed
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.log(torch.stack([torch.softmax(m(x), 1) for m in self.members]).mean(0))
+
+    return Mean().eval()
 
 
 def line_ranks(model, sessions: Sequence[Sequence[int]], window: int, max_g: int) -> LineRanks:
