@@ -46,7 +46,10 @@ def service(settings, local_stack, fraud_lake, trained_fraud, trained_logs):
                  "online_database": "paylake_fraud", "lake_root": fraud_lake.lake_root, "record_every_s": 0.5}
     client = MlflowClient(fraud_lake.mlflow_tracking_uri)
     client.set_registered_model_alias(trained_logs.model_name, ALIAS, trained_logs.version)
-    before = up(settings, {**overrides, "alias": ALIAS}, wait_s=0)
+    # two fraud replicas from the start (bench/serve.py: 2.5x one replica's throughput at concurrency 128;
+    # the autoscaler starting one in the middle of the 500-request burst costs more than it brings here)
+    before = up(settings, {**overrides, "alias": ALIAS}, wait_s=0,
+                deployments={"fraud": {"num_replicas": 2, "autoscaling_config": None}})
     client.set_registered_model_alias(name, ALIAS, "1")
     after = wait_ready(before["url"], 60)
     yield {"url": before["url"], "keys": keys, "before": before, "after": after, "name": name}
