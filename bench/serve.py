@@ -60,8 +60,8 @@ class Level:
         return self.transactions / self.seconds
 
 
-async def load(url: str, key: str, bodies: list, concurrency: int, seconds: float, max_requests: int,
-               per_body: int) -> tuple[list[float], int, float]:
+async def load(url: str, key: str, bodies: list, concurrency: int, seconds: float,
+               max_requests: int) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     failures = 0
     sent = 0
@@ -97,9 +97,8 @@ def measure(system: str, url: str, key: str, txns: list[dict], levels: list[int]
                                     batch)]
     for body, bodies, per_body in shapes:
         for concurrency in levels:
-            asyncio.run(load(url, key, bodies, min(concurrency, 4), 1.0, 50, per_body))  # warm-up
-            latencies, failures, elapsed = asyncio.run(load(url, key, bodies, concurrency, seconds, max_requests,
-                                                            per_body))
+            asyncio.run(load(url, key, bodies, min(concurrency, 4), 1.0, 50))  # warm-up
+            latencies, failures, elapsed = asyncio.run(load(url, key, bodies, concurrency, seconds, max_requests))
             ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
             level = Level(system, body, concurrency, len(latencies), len(latencies) * per_body, elapsed, failures,
                           float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))

@@ -30,7 +30,7 @@ from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from paylake.errors import ContractError, PaylakeError, StoreUnavailable
+from paylake.errors import ContractError, PaylakeError
 from paylake.serving import schemas
 from paylake.serving.asgi import BodyLimit, RequestId
 from paylake.serving.auth import AuthError, LiveKeyring
@@ -96,40 +96,51 @@ class _Watcher:
             self.slot.refresh()
             self._stop.wait(self.every_s)
 
-    def stop(self) -> None:
-        self._stop.set()
+
+
+class _ModelDeployment:
+    """What both model deployments share: the options, the node's settings, the slot of ``name@alias``
+    watched in a thread, the batch options, ``info`` and ``reload``."""
+
+    def _start(self, options: dict, name_of, load) -> None:
+        from paylake.serving.models import ModelSlot, alias_resolver
+
+        self.options = ServeOptions(**options)
+        self.settings = replica_settings(self.options)
+        name = name_of(self.options)
+        self.slot = ModelSlot(name, self.options.alias, alias_resolver(self.settings, name, self.options.alias),
+                              lambda version: load(self.settings, name, version))
+        self.slot.refresh()
+        self.watcher = _Watcher(self.slot, self.options.poll_seconds)
+        self.score_one.set_max_batch_size(self.options.max_batch_size)
+        self.score_one.set_batch_wait_timeout_s(self.options.batch_wait_s)
+
+    def info(self) -> dict:
+        return self.slot.info()
+
+    def reload(self) -> dict:
+        self.slot.refresh()
+        return self.slot.info()
 
 
 # ----------------------------------------------------------------------------- fraud
 @serve.deployment(name="fraud", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
-class FraudDeployment:
+class FraudDeployment(_ModelDeployment):
     def __init__(self, options: dict) -> None:
         from paylake.ml.online import PostgresOnlineStore
-        from paylake.serving.models import FraudModel, ModelSlot, alias_resolver
+        from paylake.serving.models import FraudModel
         from paylake.serving.records import ScoreRecorder
 
-        self.options = ServeOptions(**options)
-        self.settings = replica_settings(self.options)
+        self._start(options, lambda o: o.fraud_model, FraudModel.load)
         self.store = PostgresOnlineStore(self.settings, keep_connection=True)
-        name = self.options.fraud_model
-        self.slot = ModelSlot(name, self.options.alias, alias_resolver(self.settings, name, self.options.alias),
-                              lambda version: FraudModel.load(self.settings, name, version))
-        self.slot.refresh()
-        self.watcher = _Watcher(self.slot, self.options.poll_seconds)
         self.recorder = ScoreRecorder(self.settings, self.options.record_every_s) if self.options.record_scores \
             else None
-        self.score_one.set_max_batch_size(self.options.max_batch_size)
-        self.score_one.set_batch_wait_timeout_s(self.options.batch_wait_s)
 
     def info(self) -> dict:
         info = self.slot.info()
         if self.recorder is not None:
             info["records_written"] = self.recorder.written
         return info
-
-    def reload(self) -> dict:
-        self.slot.refresh()
-        return self.slot.info()
 
     def flush_records(self) -> int:
         return self.recorder.flush() if self.recorder is not None else 0
@@ -191,26 +202,11 @@ class FraudDeployment:
 
 # ----------------------------------------------------------------------------- logs
 @serve.deployment(name="logs", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
-class LogsDeployment:
+class LogsDeployment(_ModelDeployment):
     def __init__(self, options: dict) -> None:
-        from paylake.serving.models import ModelSlot, alias_resolver, load_log_scorer
+        from paylake.serving.models import load_log_scorer
 
-        self.options = ServeOptions(**options)
-        self.settings = replica_settings(self.options)
-        name = self.options.logs_model
-        self.slot = ModelSlot(name, self.options.alias, alias_resolver(self.settings, name, self.options.alias),
-                              lambda version: load_log_scorer(self.settings, name, version))
-        self.slot.refresh()
-        self.watcher = _Watcher(self.slot, self.options.poll_seconds)
-        self.score_one.set_max_batch_size(self.options.max_batch_size)
-        self.score_one.set_batch_wait_timeout_s(self.options.batch_wait_s)
-
-    def info(self) -> dict:
-        return self.slot.info()
-
-    def reload(self) -> dict:
-        self.slot.refresh()
-        return self.slot.info()
+        self._start(options, lambda o: o.logs_model, load_log_scorer)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def score_one(self, items: list[dict]) -> list[dict]:
@@ -335,18 +331,14 @@ class Ingress:
         return {"request_id": request_id, "session_id": body.session_id, **result}
 
 
-@api.exception_handler(ModelNotReady)
-async def _not_ready(request: Request, exc: ModelNotReady) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503)
-
-
-@api.exception_handler(StoreUnavailable)
-async def _store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503)
+def bind_app(options: ServeOptions, per_deployment: dict | None = None):
+    """The application graph with ``options`` and each deployment's Serve options (name → options)."""
+    opts, per_deployment = asdict(options), per_deployment or {}
+    fraud = FraudDeployment.options(**per_deployment.get("fraud", {})).bind(opts)
+    logs = LogsDeployment.options(**per_deployment.get("logs", {})).bind(opts)
+    return Ingress.options(**per_deployment.get("ingress", {})).bind(fraud, logs, opts)
 
 
 def build_app(args: dict | None = None):
     """The application (Serve's builder: ``import_path: paylake.serving.app:build_app`` with ``args``)."""
-    options = ServeOptions.from_args(args)
-    opts = asdict(options)
-    return Ingress.bind(FraudDeployment.bind(opts), LogsDeployment.bind(opts), opts)
+    return bind_app(ServeOptions.from_args(args))

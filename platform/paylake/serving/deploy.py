@@ -36,19 +36,14 @@ def read_config(path: Path = CONFIG) -> dict:
 def application(overrides: dict | None = None, path: Path = CONFIG, deployments: dict | None = None):
     """The application of ``path`` with its deployments' options (updated by ``deployments``: name → options,
     e.g. ``{"fraud": {"num_replicas": 2, "autoscaling_config": None}}``) and ``overrides`` of its args."""
-    from paylake.serving.app import FraudDeployment, Ingress, LogsDeployment, ServeOptions
+    from paylake.serving.app import ServeOptions, bind_app
 
     spec = read_config(path)
     options = ServeOptions.from_args({**spec.get("args", {}), **(overrides or {})})
     per_deployment = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in spec.get("deployments", [])}
     for name, changes in (deployments or {}).items():
         per_deployment.setdefault(name, {}).update(changes)
-    from dataclasses import asdict
-
-    opts = asdict(options)
-    fraud = FraudDeployment.options(**per_deployment.get("fraud", {})).bind(opts)
-    logs = LogsDeployment.options(**per_deployment.get("logs", {})).bind(opts)
-    return Ingress.options(**per_deployment.get("ingress", {})).bind(fraud, logs, opts), options
+    return bind_app(options, per_deployment), options
 
 
 def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120.0, deployments: dict | None = None,
