@@ -14,6 +14,7 @@ and a re-run commits the batch. Upserts and deletes go through ``merge_rows``.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -155,19 +156,43 @@ def write_data_file(settings: Settings, uri: str, data: pa.Table, *, prefix: str
     return DataFile(name, size, data.num_rows, _stats(data))
 
 
+STATS_PREFIX = 32  # string bounds are cut to this many characters, as Delta writers do
+
+
+def _bounds(column: pa.ChunkedArray) -> tuple | None:
+    """(min, max) of a column as Delta statistics, or None for a type without them."""
+    kind = column.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_timestamp(kind)
+            or pa.types.is_date(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind)
+            or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return None
+    bounds = pc.min_max(column)  # nulls (and NaN) skipped
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is None or (isinstance(low, float) and not (math.isfinite(low) and math.isfinite(high))):
+        return None  # NaN or infinity: not valid JSON in a Delta log
+    if pa.types.is_timestamp(kind):
+        return tuple(v.isoformat().replace("+00:00", "Z") for v in (low, high))
+    if pa.types.is_date(kind) or pa.types.is_decimal(kind):
+        return str(low), str(high)
+    if isinstance(low, str):  # a prefix is a lower bound; a cut upper bound ends with the highest code point
+        return low[:STATS_PREFIX], high if len(high) <= STATS_PREFIX else high[:STATS_PREFIX] + "\U0010ffff"
+    return low, high
+
+
 def _stats(data: pa.Table) -> str:
-    """Delta file statistics (row count, min/max of integer and timestamp columns) for data skipping."""
+    """Delta file statistics: row count, null counts and min/max of every column of a type Delta keeps bounds
+    for (numbers, strings, dates, timestamps, booleans, decimals).
+
+    Every such column needs bounds, not only the ones worth skipping on: deltalake's ``to_pyarrow_dataset``
+    turns a column without bounds into ``column >= null`` in the file's partition expression, so any Arrow or
+    DuckDB filter on that column then drops every file (measured with deltalake 1.6: a string filter on the
+    served-scores table returned no row)."""
     minimum, maximum, nulls = {}, {}, {}
     for name, column in zip(data.column_names, data.columns):
         nulls[name] = column.null_count
-        kind = column.type
-        if data.num_rows == column.null_count or not (pa.types.is_integer(kind) or pa.types.is_timestamp(kind)):
-            continue
-        bounds = pc.min_max(column)
-        low, high = bounds["min"].as_py(), bounds["max"].as_py()
-        if pa.types.is_timestamp(kind):
-            low, high = (v.isoformat().replace("+00:00", "Z") for v in (low, high))
-        minimum[name], maximum[name] = low, high
+        bounds = _bounds(column) if column.null_count < data.num_rows else None
+        if bounds is not None:
+            minimum[name], maximum[name] = bounds
     return json.dumps({"numRecords": data.num_rows, "minValues": minimum, "maxValues": maximum,
                        "nullCount": nulls}, default=str)
 
