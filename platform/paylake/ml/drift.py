@@ -11,13 +11,20 @@ categories). Three checks:
   a merchant's transactions so far grow by construction and are left out);
 - **prediction drift**: the champion's score distribution on both windows;
 - **label drift**: the fraud share of the latest *matured* window (labels
-  older than the maturity) against the reference, once such a window exists.
+  older than the maturity) against the reference, once such a window exists;
+- **served scores** (``gold/serving/fraud_score``, what Ray Serve answered): the
+  scores the champion's version served since ``served_since`` (default: the
+  last ``served_window`` of wall time) against its scores on the reference, and
+  the training-serving skew: for served payments that the feature table now
+  holds, the served score against the batch model's score on the batch features
+  of the same payment (they differ only when the online features do).
 
 The HTML report and a JSON summary (share of drifted columns, per-column
 decision, method and score, the verdict) go to the lake under
 ``reports/drift/<date>/`` and to MLflow (experiment ``paylake-drift``).
 Retraining is advised when the share of drifted feature columns reaches
-``drift_share``, or the scores drifted.
+``drift_share``, or the scores (offline or served) drifted. Skew beyond
+``skew_tolerance`` is reported, not a retraining matter: it is a serving bug.
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ class DriftOptions:
     min_current_rows: int = 200  # fewer payments in the current window tell nothing
     maturity: dt.timedelta = DEFAULT_MATURITY
     model_name: str = "paylake-fraud"
+    served_window: dt.timedelta = dt.timedelta(days=7)  # wall time: served records are stamped when scored
+    served_since: dt.datetime | None = None  # overrides served_window (e.g. since the last promotion)
+    min_served_rows: int = 100  # fewer served scores tell nothing about their distribution
+    skew_tolerance: float = 1e-6
 
 
 @dataclass
@@ -62,6 +73,7 @@ class DriftReport:
     columns: dict[str, dict] = field(default_factory=dict)  # column -> {drifted, method, score}
     score_drifted: bool | None = None  # None: no champion model to score with
     label_drift: dict | None = None  # None: no matured window yet
+    served: dict | None = None  # None: no champion, or no scores served by its version since served_since
     retrain_advised: bool = False
     location: str = ""
     seconds: float = 0.0
@@ -74,7 +86,8 @@ def monitored_columns() -> tuple[list[str], list[str]]:
 
 
 def _champion(settings: Settings, name: str):
-    """(pyfunc model, its encoding, its training reference end) or None when there is no champion."""
+    """(pyfunc model, its encoding, its training reference end, its version) or None when there is no
+    champion."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -91,7 +104,8 @@ def _champion(settings: Settings, name: str):
     metadata = model.metadata.metadata or {}
     params = client.get_run(version.run_id).data.params
     until = params.get("train_until")
-    return model, Encoding.from_json(metadata["encoding"]), dt.datetime.fromisoformat(until) if until else None
+    return (model, Encoding.from_json(metadata["encoding"]), dt.datetime.fromisoformat(until) if until else None,
+            str(version.version))
 
 
 def _windows(settings: Settings, options: DriftOptions, reference_end: dt.datetime | None):
@@ -134,6 +148,57 @@ def _windows(settings: Settings, options: DriftOptions, reference_end: dt.dateti
     finally:
         con.close()
     return reference, current, matured, as_of
+
+
+def _served(settings: Settings, options: DriftOptions, model, encoding, version: str,
+            reference_scores) -> dict | None:
+    """The served-score check: distribution against the reference, and training-serving skew."""
+    import duckdb
+    import numpy as np
+    import pandas as pd
+
+    from paylake.ml.feature_build import feature_uri
+    from paylake.serving.records import table_uri
+
+    uri = table_uri(settings)
+    if lake.table_version(settings, uri) is None:
+        return None
+    since = options.served_since or dt.datetime.now(dt.UTC) - options.served_window
+    # read whole, filtered here: files committed before lake._stats wrote bounds for string columns are
+    # dropped by any pushed-down filter on them (see paylake.stores.lake._stats)
+    served = lake.dataset(settings, uri).to_table(columns=["transactionid", "model_name", "model_version", "score",
+                                                           "scored_at"])
+    served = served.filter(pc.and_(pc.equal(served["model_name"], options.model_name), pc.greater_equal(
+        served["scored_at"], pa.scalar(since, pa.timestamp("us", tz="UTC")))))
+    versions = dict(zip(*served.group_by("model_version").aggregate([("score", "count")]).to_pydict().values()))
+    rows = served.filter(pc.equal(served["model_version"], version)).select(["transactionid", "score"])
+    if not rows.num_rows:
+        return None
+    con = duckdb.connect()
+    try:
+        con.register("served_rows", rows)
+        con.register("feature_rows", lake.dataset(settings, feature_uri(settings)))
+        batch = con.sql("select f.* from feature_rows f where f.transactionid in "
+                        "(select transactionid from served_rows)").to_arrow_table()
+    finally:
+        con.close()
+    result = {"since": since.isoformat(), "model_version": version, "rows": rows.num_rows,
+              "rows_by_version": {str(k): int(v) for k, v in versions.items()},
+              "mean_score": float(pc.mean(rows["score"]).as_py()), "reference_mean_score":
+              float(np.mean(reference_scores)), "drifted": None}
+    if rows.num_rows >= options.min_served_rows:
+        _, decision = _evidently(pd.DataFrame({"score": np.asarray(reference_scores)}),
+                                 pd.DataFrame({"score": rows["score"].to_numpy()}), ["score"], [], 1.0)
+        result.update(decision.get("score", {}))
+    skew = {"matched": 0, "max_abs_diff": None, "over_tolerance": 0}
+    if batch.num_rows:
+        offline = dict(zip(batch["transactionid"].to_pylist(), model.predict(encoding.matrix(batch)).tolist()))
+        diffs = [abs(score - offline[tid]) for tid, score in zip(rows["transactionid"].to_pylist(),
+                                                                 rows["score"].to_pylist()) if tid in offline]
+        skew = {"matched": len(diffs), "max_abs_diff": max(diffs),
+                "over_tolerance": sum(d > options.skew_tolerance for d in diffs)}
+    result["skew"] = skew
+    return result
 
 
 def _evidently(reference, current, numerical: list[str], categorical: list[str], drift_share: float):
@@ -181,7 +246,7 @@ def run_drift(settings: Settings, options: DriftOptions = DriftOptions()) -> Dri
     ref_frame, cur_frame = _frame(reference, numerical, categorical), _frame(current, numerical, categorical)
     watched = list(numerical)
     if champion is not None:
-        model, encoding, _ = champion
+        model, encoding, _, _ = champion
         ref_frame["score"] = model.predict(encoding.matrix(reference))
         cur_frame["score"] = model.predict(encoding.matrix(current))
         watched.append("score")
@@ -200,17 +265,27 @@ def run_drift(settings: Settings, options: DriftOptions = DriftOptions()) -> Dri
         report.label_drift = dict(labels.get("label", {}), reference_rate=float(pc.mean(reference["label"])
                                                                                 .as_py()),
                                   matured_rate=float(pc.mean(matured["label"]).as_py()))
-    report.retrain_advised = drifted >= options.drift_share or bool(report.score_drifted)
+    if champion is not None:
+        model, encoding, _, version = champion
+        report.served = _served(settings, options, model, encoding, version, ref_frame["score"])
+    served_drifted = bool(report.served and report.served.get("drifted"))
+    report.retrain_advised = drifted >= options.drift_share or bool(report.score_drifted) or served_drifted
     report.seconds = time.perf_counter() - begin
     summary = {"as_of": as_of.isoformat(), "reference_rows": report.reference_rows,
                "current_rows": report.current_rows, "drifted_share": drifted, "drift_share_threshold":
                options.drift_share, "columns": report.columns, "score_drifted": report.score_drifted,
-               "label_drift": report.label_drift, "retrain_advised": report.retrain_advised}
+               "label_drift": report.label_drift, "served": report.served,
+               "retrain_advised": report.retrain_advised}
     report.location = _store(settings, snapshot, summary, as_of)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"drift-{as_of:%Y%m%d}"):
-        mlflow.log_metrics({"drifted_share": drifted, "retrain_advised": float(report.retrain_advised)})
+        metrics = {"drifted_share": drifted, "retrain_advised": float(report.retrain_advised)}
+        if report.served:
+            metrics["served_rows"] = report.served["rows"]
+            if report.served["skew"]["matched"]:
+                metrics["served_skew_max_abs_diff"] = report.served["skew"]["max_abs_diff"]
+        mlflow.log_metrics(metrics)
         mlflow.log_dict(summary, "drift_summary.json")
         with tempfile.TemporaryDirectory() as folder:
             html = Path(folder, "drift_report.html")
