@@ -11,6 +11,10 @@ concurrency level, then bodies of ``--batch`` transactions. The baseline is
 Serve configuration is deployed with ``paylake.serving.deploy.up`` and measured the same way.
 Prints throughput (requests/s and transactions/s), p50/p99 latency and the ratios to the baseline;
 the last line: the best Serve configuration's throughput ratio at the highest concurrency.
+
+Serve's HTTP ingress is the stack's (shown beside each configuration): to compare Serve's Python proxy with
+HAProxy, run once per ingress (``paylake stack down -s ray && paylake stack up --serve-ingress haproxy``, then
+``paylake serve up``); the plain baseline is measured again in each run.
 """
 
 from __future__ import annotations
@@ -133,9 +137,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from paylake.serving.deploy import up
+    from paylake.stack import LocalStack
 
     settings = load_settings()
     stack_file = find_stack_file()
+    ingress = LocalStack(stack_file.parent).context().serve_ingress
     key = add_key(stack_file.parent / KEYS_FILE_NAME, "bench-serve", ["fraud:score"])
     txns = recent_transactions(settings, 2000)
     console.print(f"{len(txns):,} real transactions of silver; levels {args.concurrency}; "
@@ -161,12 +167,12 @@ def main() -> None:
         if name not in CONFIGS:
             raise SystemExit(f"unknown configuration {name!r}: choose from {', '.join(CONFIGS)}")
         overrides = dict(CONFIGS[name])
-        console.print(f"[bold]Ray Serve: {name}[/] {overrides}")
+        console.print(f"[bold]Ray Serve: {name}[/] {overrides}, ingress: {ingress}")
         deployments = {"fraud": {"num_replicas": 2, "autoscaling_config": None}} if name == "replicas2" else None
         result = up(settings, overrides, wait_s=120, deployments=deployments)
         if not result["ready"]:
             raise SystemExit(f"service not ready: {result['models']}")
-        results += measure(f"serve {name}", settings.serving.url.rstrip("/"), key, txns, args.concurrency,
+        results += measure(f"serve {name} ({ingress})", settings.serving.url.rstrip("/"), key, txns, args.concurrency,
                            args.seconds, args.max_requests, args.batch)
 
     plain_by = {(r.body, r.concurrency): r for r in results if r.system == "plain"}

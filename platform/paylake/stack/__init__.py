@@ -72,17 +72,26 @@ class LocalStack:
 
     def context(self, state: dict | None = None) -> StackContext:
         state = state or self._load_state()
-        return StackContext(self.state_dir, dict(state["ports"]), dict(state["secrets"]), ray_cpus=self.ray_cpus)
+        return StackContext(self.state_dir, dict(state["ports"]), dict(state["secrets"]), ray_cpus=self.ray_cpus,
+                            serve_ingress=state.get("serve_ingress", "proxy"))
 
     # ------------------------------------------------------------------ up
     def up(self, services: list[str] | None = None, port_overrides: dict[str, int] | None = None,
-           progress=None) -> list[ServiceState]:
+           progress=None, serve_ingress: str | None = None) -> list[ServiceState]:
+        """Start what is not running. ``serve_ingress`` ("proxy" or "haproxy"): Ray Serve's HTTP ingress on
+        the Ray head; remembered by the stack (None: keep the last choice, at first "proxy")."""
         chosen = _select(services)
         state = self._load_state()
         _ensure_secrets(state["secrets"])
         ctx = self.context(state)
 
         running = {s.name for s in chosen if self._running(s, ctx)}
+        if serve_ingress is not None and serve_ingress != ctx.serve_ingress:
+            if "ray" in running:
+                raise StackError(f"ray: the head runs with Serve ingress {ctx.serve_ingress!r}: stop it first "
+                                 f"('paylake stack down -s ray'), then 'paylake stack up --serve-ingress "
+                                 f"{serve_ingress}'")
+            ctx.serve_ingress = state["serve_ingress"] = serve_ingress
         to_start = [s for s in chosen if s.name not in running]
 
         # Ports: overrides, then what this stack used before, then defaults, then free ones.
@@ -158,7 +167,7 @@ class LocalStack:
         pid = process.read_pid(ctx.pidfile(service.name))
         if pid is None or not process.pid_alive(pid):
             return False
-        if not all(p in ctx.ports for p in service.port_names):
+        if not all(p in ctx.ports for p in service.port_names if p not in service.optional_ports):
             return False
         try:
             return bool(service.ready(ctx))

