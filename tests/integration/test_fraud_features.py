@@ -62,7 +62,8 @@ def test_features_of_a_prefix_of_the_data_are_the_same(silver, batch):
         con.execute("create table events_prefix as select * from events where datetime < getvariable('cut')")
         con.execute("create table tally_prefix as select * from merchant_tally where tally_at < getvariable('cut')")
         con.execute("create table first_seen_prefix as select * from first_seen where seen_at < getvariable('cut')")
-        prefix = con.sql(features.feature_sql().replace("from events", "from events_prefix")
+        batch_sql = features.feature_sql(target_partitions_only=False)
+        prefix = con.sql(batch_sql.replace("from events", "from events_prefix")
                          .replace("from merchant_tally", "from tally_prefix")
                          .replace("from first_seen", "from first_seen_prefix")).to_arrow_table()
         (later_confirmations,) = con.execute(f"select count(*) from ({CONFIRMATIONS_SQL}) c join txn t using"
@@ -90,7 +91,8 @@ def test_a_future_event_moved_into_the_past_changes_the_features(silver, batch):
             order by a.datetime limit 1""").fetchall()[0]
         con.execute("create table shifted as select * replace (case when transactionid = ? then ?::timestamptz"
                     " - interval 10 minute else datetime end as datetime) from events", [moved, at])
-        shifted = con.sql(features.feature_sql().replace("from events", "from shifted")).to_arrow_table()
+        shifted = con.sql(features.feature_sql(target_partitions_only=False).replace("from events", "from shifted")
+                          ).to_arrow_table()
     finally:
         con.close()
     row = shifted.filter(pc.equal(shifted["transactionid"], target)).to_pylist()[0]
