@@ -7,7 +7,8 @@ Rows: the labelled feature rows of the ``paylake_bench`` world (bench scale, ≥
 training rows), time split as ``paylake train fraud`` does. Ray Train's wall time
 is split into start-up (controller, worker group, placement), data (shards read
 and encoded on the workers) and training proper (LightGBM, binning included);
-the plain run into data (encoding) and training. Target: training proper
+the plain run into data (encoding) and training. The start-up is broken down from Ray's task
+events (``paylake.ml.startup``: controller, worker group, train context, datasets). Target: training proper
 ≤ 1.3x of the plain run's. Early stopping is off in both (a fixed number of
 rounds) so both grow the same number of trees.
 """
@@ -21,6 +22,7 @@ from common import bench_lake, bench_parser
 
 from paylake.ml.feature_build import build_features
 from paylake.ml.fraud import Encoding, TrainOptions, fit_lightgbm, time_split, training_table
+from paylake.ml.startup import startup_phases
 from paylake.report import console, summary_table
 from paylake.settings import load_settings
 
@@ -66,7 +68,9 @@ def main() -> None:
                                       categorical_feature=categorical)])
     plain_train = time.perf_counter() - begin
 
+    phases = startup_phases(metrics["fit_started_at"], metrics["loop_started_at"])
     rows = [("start-up (controller, worker group, until the loop runs)", f"{ray_startup:.1f}", "-", "-"),
+            *[(f"  of which {phase}", f"{seconds:.1f}", "-", "-") for phase, seconds in phases],
             ("after the loop (checkpoint, result, worker group stop)", f"{ray_teardown:.1f}", "-", "-"),
             ("data (read shards, encode)", f"{ray_data:.1f}", f"{plain_data:.1f}", f"{ray_data / plain_data:.2f}x"),
             (f"training proper ({ROUNDS} rounds)", f"{ray_train:.1f}", f"{plain_train:.1f}",
