@@ -68,7 +68,7 @@ def main() -> None:
                                       categorical_feature=categorical)])
     plain_train = time.perf_counter() - begin
 
-    phases = startup_phases(metrics["fit_started_at"], metrics["loop_started_at"])
+    phases = startup_phases(metrics["fit_started_at"], metrics["loop_started_at"], settings.ray_dashboard_url)
     rows = [("start-up (controller, worker group, until the loop runs)", f"{ray_startup:.1f}", "-", "-"),
             *[(f"  of which {phase}", f"{seconds:.1f}", "-", "-") for phase, seconds in phases],
             ("after the loop (checkpoint, result, worker group stop)", f"{ray_teardown:.1f}", "-", "-"),

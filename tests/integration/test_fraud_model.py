@@ -21,6 +21,7 @@ from paylake.ml.fraud import (
     train_fraud,
     training_table,
 )
+from paylake.ml.startup import PHASES, startup_phases
 
 OPTIONS = TrainOptions(maturity=dt.timedelta(days=10), max_rounds=200, early_stopping_rounds=30)
 
@@ -46,6 +47,11 @@ def test_two_workers_train_a_model_as_good_as_one(fraud_lake, split, trained_fra
     booster, metrics, _ = fit_lightgbm(fraud_lake, parts, encoding, dataclasses.replace(OPTIONS, num_workers=1),
                                        f"test-1-{uuid.uuid4().hex[:6]}")
     assert metrics["best_iteration"] >= 1
+    # where the fixed start-up went, from Ray's task events: every phase found, none longer than the whole
+    phases = dict(startup_phases(metrics["fit_started_at"], metrics["loop_started_at"],
+                                 fraud_lake.ray_dashboard_url))
+    assert {p for p, _ in PHASES} <= set(phases), phases
+    assert all(0 <= s <= metrics["seconds_startup"] + 0.5 for s in phases.values()), phases
     one = average_precision_score(labels, booster.predict(encoding.matrix(parts["test"])))
     two = trained_fraud.metrics["model"]["auc_pr"]
     assert trained_fraud.rows["test"] == len(labels)  # the same test window

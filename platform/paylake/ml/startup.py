@@ -11,7 +11,7 @@ benchmark can say which part of the fixed cost is which.
 
 from __future__ import annotations
 
-# (phase, task name prefixes): a phase runs from the first of its tasks' first event to its last one's finish
+# (phase, task names): a phase runs from the first of its tasks' first event to its last one's finish
 PHASES = (
     ("controller actor (process start + imports)", ("TrainController.__init__",)),
     ("worker group actors (processes + imports)", ("RayTrainWorker.__init__", "SynchronizationActor.__init__")),
@@ -20,14 +20,18 @@ PHASES = (
 )
 
 
-def startup_phases(begin_wall: float, loop_started_wall: float, address: str | None = None) -> list[tuple[str, float]]:
+def startup_phases(begin_wall: float, loop_started_wall: float, dashboard_url: str) -> list[tuple[str, float]]:
     """Each start-up phase's wall time in seconds between ``begin_wall`` (``fit()`` called) and
-    ``loop_started_wall`` (the loop's first line); overlapping phases are not split, the remainder is
-    what the controller did between them (scheduling, polling). Empty when the state API does not answer."""
+    ``loop_started_wall`` (the loop's first line), from the state API at ``dashboard_url``; overlapping
+    phases are not split, the remainder is what the controller did between them (scheduling, polling).
+    Empty when the state API does not answer."""
     from ray.util.state import list_tasks
 
-    try:
-        tasks = list_tasks(address=address, detail=True, limit=10_000, raise_on_missing_output=False)
+    names = [name for _, phase_names in PHASES for name in phase_names]
+    try:  # one filtered query per task name: a long-lived cluster holds more tasks than one listing returns
+        tasks = [task for name in names for task in list_tasks(
+            address=dashboard_url, filters=[("func_or_class_name", "=", name)], detail=True, limit=10_000,
+            raise_on_missing_output=False)]
     except Exception:  # noqa: BLE001 - a report, not a failure: no dashboard, no breakdown
         return []
     spans: dict[str, list[float]] = {}
@@ -35,10 +39,13 @@ def startup_phases(begin_wall: float, loop_started_wall: float, address: str | N
         events = [e["created_ms"] / 1000 for e in (task.events or [])]
         if not events or min(events) < begin_wall - 1 or max(events) > loop_started_wall + 60:
             continue  # another run's task
-        for phase, names in PHASES:
-            if any((task.func_or_class_name or "").startswith(n) for n in names):
+        for phase, phase_names in PHASES:
+            if (task.func_or_class_name or "") in phase_names:
                 span = spans.setdefault(phase, [min(events), max(events)])
                 span[0], span[1] = min(span[0], min(events)), max(span[1], max(events))
+    for span in spans.values():  # within the start-up
+        span[0], span[1] = max(span[0], begin_wall), min(span[1], loop_started_wall)
+        span[1] = max(span)
     phases = [(phase, spans[phase][1] - spans[phase][0]) for phase, _ in PHASES if phase in spans]
     covered = _union([tuple(spans[p]) for p, _ in PHASES if p in spans])
     phases.append(("between them (scheduling, placement, polling)", (loop_started_wall - begin_wall) - covered))
