@@ -102,6 +102,7 @@ def test_served_scores_are_compared_with_the_reference_and_skew_is_measured(frau
     served = _serve_current_window(fraud_lake)
     report = run_drift(fraud_lake, dataclasses.replace(options, served_since=since))
     assert report.served["rows"] == served >= options.min_served_rows
+    assert report.served["rows_by_version"] == {report.served["model_version"]: served}
     # served == the batch model on the batch features: the same distribution as the offline check, no skew
     assert report.served["drifted"] is report.score_drifted is False
     assert report.served["skew"]["matched"] == served and report.served["skew"]["over_tolerance"] == 0

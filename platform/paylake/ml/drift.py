@@ -170,7 +170,8 @@ def _served(settings: Settings, options: DriftOptions, model, encoding, version:
                                                            "scored_at"])
     served = served.filter(pc.and_(pc.equal(served["model_name"], options.model_name), pc.greater_equal(
         served["scored_at"], pa.scalar(since, pa.timestamp("us", tz="UTC")))))
-    versions = dict(zip(*served.group_by("model_version").aggregate([("score", "count")]).to_pydict().values()))
+    counts = served.group_by("model_version").aggregate([("score", "count")])
+    versions = dict(zip(counts["model_version"].to_pylist(), counts["score_count"].to_pylist()))
     rows = served.filter(pc.equal(served["model_version"], version)).select(["transactionid", "score"])
     if not rows.num_rows:
         return None
