@@ -104,7 +104,8 @@ class _ModelDeployment:
     """What both model deployments share: the options, the node's settings, the slot of ``name@alias``
     watched in a thread, the batch options, ``info`` and ``reload``."""
 
-    def _start(self, options: dict, name_of, load) -> None:
+    def _start(self, options: dict, name_of, load, batched) -> None:
+        """``batched``: the deployment's ``@serve.batch`` method, given the options' batch size and wait."""
         from paylake.serving.models import ModelSlot, alias_resolver
 
         self.options = ServeOptions(**options)
@@ -114,8 +115,8 @@ class _ModelDeployment:
                               lambda version: load(self.settings, name, version))
         self.slot.refresh()
         self.watcher = _Watcher(self.slot, self.options.poll_seconds)
-        self.score_one.set_max_batch_size(self.options.max_batch_size)
-        self.score_one.set_batch_wait_timeout_s(self.options.batch_wait_s)
+        batched.set_max_batch_size(self.options.max_batch_size)
+        batched.set_batch_wait_timeout_s(self.options.batch_wait_s)
 
     def info(self) -> dict:
         return self.slot.info()
@@ -133,12 +134,10 @@ class FraudDeployment(_ModelDeployment):
         from paylake.serving.models import FraudModel
         from paylake.serving.records import ScoreRecorder
 
-        self._start(options, lambda o: o.fraud_model, FraudModel.load)
+        self._start(options, lambda o: o.fraud_model, FraudModel.load, self.score)
         self.store = PostgresOnlineStore(self.settings, keep_connection=True)
         self.recorder = ScoreRecorder(self.settings, self.options.record_every_s) if self.options.record_scores \
             else None
-        self.score_lists.set_max_batch_size(self.options.max_batch_size)
-        self.score_lists.set_batch_wait_timeout_s(self.options.batch_wait_s)
 
     def info(self) -> dict:
         info = self.slot.info()
@@ -150,17 +149,13 @@ class FraudDeployment(_ModelDeployment):
         return self.recorder.flush() if self.recorder is not None else 0
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def score_one(self, items: list[dict]) -> list[dict]:
-        return await asyncio.to_thread(self._score, items)
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def score_lists(self, lists: list[list[dict]]) -> list[list[dict]]:
-        """Bodies holding a list, batched across requests like single ones: one feature-SQL run for all
-        (each list scored in its own thread, they contended for the replica's core: bench/serve.py lists of 10
-        at 0.77x the plain process)."""
-        results = await asyncio.to_thread(self._score, [item for items in lists for item in items])
+    async def score(self, bodies: list[list[dict]]) -> list[list[dict]]:
+        """One call per request body (its transactions, one or a list); calls are batched across requests,
+        single and list bodies alike, into one feature-SQL run (a list scored apart, in its own thread,
+        contended for the replica's core: bench/serve.py lists of 10 at 0.77x the plain process)."""
+        results = await asyncio.to_thread(self._score, [item for items in bodies for item in items])
         out, at = [], 0
-        for items in lists:
+        for items in bodies:
             out.append(results[at:at + len(items)])
             at += len(items)
         return out
@@ -219,7 +214,7 @@ class LogsDeployment(_ModelDeployment):
     def __init__(self, options: dict) -> None:
         from paylake.serving.models import load_log_scorer
 
-        self._start(options, lambda o: o.logs_model, load_log_scorer)
+        self._start(options, lambda o: o.logs_model, load_log_scorer, self.score_one)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def score_one(self, items: list[dict]) -> list[dict]:
@@ -324,11 +319,9 @@ class Ingress:
     async def fraud_score(self, request: Request, _: Annotated[str, Depends(require("fraud:score"))],
                           body: Annotated[schemas.FraudRequest, Body()]) -> dict:
         request_id = request.scope["state"]["request_id"]
-        if isinstance(body, list):
-            results = await self.fraud.score_lists.remote(
-                [{"txn": t.model_dump(), "request_id": request_id} for t in body])
-        else:
-            results = [await self.fraud.score_one.remote({"txn": body.model_dump(), "request_id": request_id})]
+        transactions = body if isinstance(body, list) else [body]
+        results = await self.fraud.score.remote([{"txn": t.model_dump(), "request_id": request_id}
+                                                 for t in transactions])
         for result in results:
             _raise_for(result)
         return {"request_id": request_id, "results": results}
