@@ -47,6 +47,7 @@ def test_two_workers_train_a_model_as_good_as_one(fraud_lake, split, trained_fra
     booster, metrics, _ = fit_lightgbm(fraud_lake, parts, encoding, dataclasses.replace(OPTIONS, num_workers=1),
                                        f"test-1-{uuid.uuid4().hex[:6]}")
     assert metrics["best_iteration"] >= 1
+    assert metrics["train_rows_on_worker"] == parts["train"].num_rows  # one worker: every training row
     # where the fixed start-up went, from Ray's task events: every phase found, none longer than the whole
     phases = dict(startup_phases(metrics["fit_started_at"], metrics["loop_started_at"],
                                  fraud_lake.ray_dashboard_url))

@@ -4,7 +4,7 @@
 its controller actor, then the worker group (a synchronisation actor and one
 actor per worker: a process each, its imports), then sets up each worker's train
 context (the backend: LightGBM's network, Torch's process group) and the
-datasets (the dataset manager and the split coordinator actors). ``startup_phases``
+datasets (the dataset manager actor, and a split coordinator when Ray Train splits a dataset). ``startup_phases``
 reads those steps' task events and reports each phase's wall time, so that a
 benchmark can say which part of the fixed cost is which.
 """
@@ -16,7 +16,7 @@ PHASES = (
     ("controller actor (process start + imports)", ("TrainController.__init__",)),
     ("worker group actors (processes + imports)", ("RayTrainWorker.__init__", "SynchronizationActor.__init__")),
     ("train context on the workers (backend set-up)", ("RayTrainWorker.init_train_context",)),
-    ("dataset manager and split coordinator", ("DatasetManager.__init__", "SplitCoordinator.__init__")),
+    ("dataset manager (and split coordinator)", ("DatasetManager.__init__", "SplitCoordinator.__init__")),
 )
 
 
