@@ -218,6 +218,9 @@ def fit_lightgbm(settings: Settings, parts: dict[str, pa.Table], encoding: Encod
 
     from paylake.raycluster import init_ray
 
+    if parts["train"].num_rows < options.num_workers:
+        raise PaylakeError(f"{parts['train'].num_rows} training row(s) for {options.num_workers} workers: every "
+                           "worker needs rows of its own (fewer workers, or more data)")
     init_ray(settings)
     ray.data.DataContext.get_current().enable_progress_bars = False
     positives = int(np.sum(parts["train"]["label"].to_numpy()))
