@@ -475,6 +475,8 @@ def train_logs_command(
     epochs: Annotated[int, typer.Option(help="Training epochs per window.")] = 30,
     hdfs: Annotated[bool, typer.Option(help="Also train and score the same model code on the public HDFS "
                                        "sessions (../shared/data/hdfs) and print its figures.")] = True,
+    hdfs_folds: Annotated[int, typer.Option(help="K of the cross-validation choosing g, the end threshold and "
+                                             "the memory order on HDFS (K + 1 models trained).")] = 4,
     checkpoints_in_lake: Annotated[bool, typer.Option(help="Ray Train checkpoints under <lake_root>/checkpoints/ "
                                                       "(the lake's object store) instead of a local folder.")] = False,
 ) -> None:
@@ -507,8 +509,8 @@ def train_logs_command(
         if not HDFS_DATA.exists():
             console.print(f"HDFS figures skipped: {HDFS_DATA} not found", style="yellow")
             return
-        with console.status("HDFS: training and scoring the same model code"):
-            result = evaluate_hdfs(settings, workers=workers)
+        with console.status(f"HDFS: {hdfs_folds}-fold cross-validation and the final model (Ray Train)"):
+            result = evaluate_hdfs(settings, workers=workers, folds=hdfs_folds)
         print_hdfs(result)
 
 

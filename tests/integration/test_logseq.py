@@ -19,6 +19,7 @@ from paylake.ml.logseq import (
     score_sessions,
     seen_transitions,
     train_model,
+    train_models,
     transition_memory,
 )
 from paylake.stores import lake
@@ -48,6 +49,22 @@ def test_two_workers_learn_normal_sessions_and_flag_anomalies(ray_cluster, sessi
     assert [v.anomalous for v in verdicts] == [False, True, True]
     assert verdicts[1].lines[0]["seen"] == 5 and 4 in verdicts[1].lines[0]["expected"]
     assert verdicts[2].lines[0] == {"position": 3, "seen": 0, "expected": verdicts[2].lines[0]["expected"]}
+
+
+def test_models_of_one_run_each_learn_their_own_sessions(ray_cluster, sessions, tmp_path):
+    """``datasets``: one set of sessions per model in one Ray Train run (the HDFS benchmark's cross-validation
+    folds); a model knows its own grammar only."""
+    rng = random.Random(5)
+    other = [[1] + [k for _ in range(rng.randint(1, 4)) for k in (6, 7)] + [4, 5] for _ in range(600)]
+    models, _, _ = train_models(None, [CONFIG, CONFIG], num_workers=2, run_name="test-datasets",
+                                storage_path=str(tmp_path), datasets=[sessions, other])
+    first, second = [1, 2, 3, 2, 3, 4, 5], [1, 6, 7, 6, 7, 4, 5]
+    assert [v.anomalous for v in score_sessions(models[0], [first, second], CONFIG.window, CONFIG.top_g)] == [
+        False, True]
+    assert [v.anomalous for v in score_sessions(models[1], [first, second], CONFIG.window, CONFIG.top_g)] == [
+        True, False]
+    with pytest.raises(ValueError, match="one each"):
+        train_models(None, [CONFIG, CONFIG], datasets=[sessions])
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint_in_the_lake_object_store_and_only_as_itself(ray_cluster, settings, sessions):

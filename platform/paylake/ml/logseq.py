@@ -179,17 +179,23 @@ def _train_loop(loop: dict) -> None:
             raise RuntimeError(f"stopped after epoch {epoch} (test)")
 
 
-def train_models(sessions: Sequence[Sequence[int]], configs: Sequence[LogModelConfig], *, num_workers: int = 2,
-                 run_name: str = "logseq", storage_path: str | None = None, storage_filesystem=None,
-                 stop_after_epoch: int | None = None):
-    """Train one model per configuration on the same normal sessions, in one TorchTrainer run (one worker
-    group start-up for all candidates); returns (models, last metrics, seconds). Running again with the same
-    ``run_name`` and ``storage_path`` resumes from the latest checkpoint."""
+def train_models(sessions: Sequence[Sequence[int]] | None, configs: Sequence[LogModelConfig], *,
+                 num_workers: int = 2, run_name: str = "logseq", storage_path: str | None = None,
+                 storage_filesystem=None, stop_after_epoch: int | None = None,
+                 datasets: Sequence[Sequence[Sequence[int]]] | None = None):
+    """Train one model per configuration on the same normal sessions (or, with ``datasets``, each on its own
+    sessions: e.g. the folds of a cross-validation), in one TorchTrainer run (one worker group start-up for
+    all of them); returns (models, last metrics, seconds). Running again with the same ``run_name`` and
+    ``storage_path`` resumes from the latest checkpoint."""
     import torch
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    data = [windows(sessions, c.window, c.vocabulary_size) for c in configs]
+    if datasets is None:
+        datasets = [sessions] * len(configs)
+    elif len(datasets) != len(configs):
+        raise ValueError(f"{len(datasets)} datasets for {len(configs)} configurations: one each")
+    data = [windows(d, c.window, c.vocabulary_size) for d, c in zip(datasets, configs)]
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={"configs": [c.__dict__ for c in configs], "data": data,
