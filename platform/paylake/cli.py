@@ -477,6 +477,9 @@ def train_logs_command(
                                        "sessions (../shared/data/hdfs) and print its figures.")] = True,
     hdfs_folds: Annotated[int, typer.Option(help="K of the cross-validation choosing g, the end threshold and "
                                              "the memory order on HDFS (K + 1 models trained).")] = 4,
+    hdfs_outer_folds: Annotated[int, typer.Option(help="HDFS test rounds: 1 scores one fixed test split; K > 1 "
+                                                   "nested cross-validation, every normal session tested once "
+                                                   "(K times the training).")] = 1,
     checkpoints_in_lake: Annotated[bool, typer.Option(help="Ray Train checkpoints under <lake_root>/checkpoints/ "
                                                       "(the lake's object store) instead of a local folder.")] = False,
 ) -> None:
@@ -509,8 +512,9 @@ def train_logs_command(
         if not HDFS_DATA.exists():
             console.print(f"HDFS figures skipped: {HDFS_DATA} not found", style="yellow")
             return
-        with console.status(f"HDFS: {hdfs_folds}-fold cross-validation and the final model (Ray Train)"):
-            result = evaluate_hdfs(settings, workers=workers, folds=hdfs_folds)
+        with console.status(f"HDFS: {hdfs_folds}-fold cross-validation and the final model (Ray Train)") as status:
+            result = evaluate_hdfs(settings, workers=workers, folds=hdfs_folds, outer_folds=hdfs_outer_folds,
+                                   progress=lambda m: status.update(f"HDFS: {m}"))
         print_hdfs(result)
 
 

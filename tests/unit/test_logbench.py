@@ -52,3 +52,28 @@ def test_a_memory_order_that_excuses_normal_steps_is_chosen():
     (order, g, _), fp, _, recall, _ = choose_on_validation(folds, 8, (0.01,), (0, 1))
     assert (order, g, fp) == (1, 3, 0)  # the excused steps are no false positive: g=3 catches the rank-3 one too
     assert recall == pytest.approx(2 / 3)
+
+
+def test_vectorised_session_flags_agree_with_the_verdicts():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 12, 300).tolist()
+    n = sum(lengths)
+    end = np.zeros(n, bool)
+    end[np.cumsum(lengths) - 1] = True
+    ranks = LineRanks(lengths, rng.integers(0, 6, n), rng.integers(0, 10, n), rng.random(n) / 50, end,
+                      np.zeros((n, 8), np.int64))
+    seen = rng.random(n) < 0.3
+    for g, t, flags_ in [(3, 0.01, None), (6, 0.003, seen), (9, 0.0003, seen)]:
+        assert ranks.anomalous(g, t, flags_).tolist() == [v.anomalous for v in ranks.verdicts(g, t, flags_)]
+    assert 0 < ranks.anomalous(6, 0.003, seen).sum() < len(lengths)  # both outcomes occur
+
+
+def test_nested_rounds_refuse_a_given_split_before_training(tmp_path):
+    from paylake.ml.logbench import evaluate_hdfs
+
+    given = tmp_path / "train.txt"
+    given.write_text("5 22 5 11 9\n")
+    with pytest.raises(PaylakeError, match="outer-folds"):
+        evaluate_hdfs(None, outer_folds=5, train_file=given)
+    with pytest.raises(PaylakeError, match="cannot be cut into 4 folds"):  # one session: no cross-validation
+        evaluate_hdfs(None, train_file=given)

@@ -65,20 +65,42 @@ def at_paper_mix(fpr: float, recall: float) -> tuple[float, float, float]:
 
 
 @dataclass
-class HdfsResult:
-    window: int
+class HdfsRound:
+    """One test round: the choice made by cross-validation on its pool, and its test counts."""
+
     top_g: int
     end_threshold: float
     memory_order: int  # 0: no transition memory
-    folds: int  # of the cross-validation that chose g, the end threshold and the memory order
+    pool: int  # normal sessions the final model (and its memory) learnt
+    valid_fp: int  # summed over the inner folds
+    valid_normal: int  # every pool session, each scored by the fold model that did not learn it
+    valid_recall: float  # mean over the inner folds, on the validation abnormal sessions
+    valid_f1_mix: float
+    test_fp: int
+    test_normal: int
+    unseen_fp: int  # false positives among the distinct test sequences unseen in the pool
+    unseen_sequences: int
+    new_key_hits: int
+    with_new_key: int  # abnormal test sessions with a key unseen in the pool
+    rest_hits: int
+    rest: int
+    test_abnormal: int
+    seconds: float
+
+    @property
+    def f1_mix(self) -> float:
+        hits = self.new_key_hits + self.rest_hits
+        return at_paper_mix(self.test_fp / self.test_normal, hits / self.test_abnormal)[2]
+
+
+@dataclass
+class HdfsResult:
+    window: int
+    folds: int  # of the cross-validation that chose g, the end threshold and the memory order in each round
     models: int
     hidden: int
     epochs: int
-    valid_fp: int  # summed over the folds
-    valid_normal: int  # every pool session, each scored by the fold model that did not learn it
-    valid_recall: float  # mean over the folds, on the validation abnormal sessions
-    valid_f1_mix: float
-    train_sessions: int  # the pool: what the final model (and its memory) learnt
+    rounds: list[HdfsRound]  # one, or one per outer fold (nested cross-validation: every normal session tested)
     train_seconds: float
     fpr: float
     fpr_interval: tuple[float, float]
@@ -136,10 +158,9 @@ def choose_on_validation(folds: list[FoldScores], max_g: int, end_thresholds, me
             for t in end_thresholds:
                 fp = recall = 0.0
                 for f in folds:
-                    fp += sum(v.anomalous for v in f.normal.verdicts(g, t, f.normal_seen.get(order)))
-                    recall += (sum(v.anomalous for v in f.abnormal.verdicts(g, t, f.abnormal_seen.get(order)))
-                               / len(f.abnormal.lengths))
-                counts[order, g, t] = int(fp), recall / len(folds)
+                    fp += int(f.normal.anomalous(g, t, f.normal_seen.get(order)).sum())
+                    recall += f.abnormal.anomalous(g, t, f.abnormal_seen.get(order)).mean()
+                counts[order, g, t] = int(fp), float(recall) / len(folds)
     best, best_key = None, None
     for (order, g, t), (fp, recall) in counts.items():
         if g == 1:
@@ -153,9 +174,61 @@ def choose_on_validation(folds: list[FoldScores], max_g: int, end_thresholds, me
 
 
 def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, window: int = 10, hidden: int = 64,
-                  models: int = 1, folds: int = 4, memory_orders: tuple[int, ...] = MEMORY_ORDERS,
-                  train_file: Path | None = None, normal_file: Path | None = None,
-                  abnormal_file: Path | None = None, data: Path = HDFS_DATA) -> HdfsResult:
+                  models: int = 1, folds: int = 4, outer_folds: int = 1,
+                  memory_orders: tuple[int, ...] = MEMORY_ORDERS, train_file: Path | None = None,
+                  normal_file: Path | None = None, abnormal_file: Path | None = None, data: Path = HDFS_DATA,
+                  progress=lambda message: None) -> HdfsResult:
+    """The figures on one test split (``outer_folds=1``: the fixed 80/20 split, or the files given), or by
+    nested cross-validation (``outer_folds=K``: the normal sessions dealt into K outer folds, each the test
+    sessions of one round whose pool is the rest, so every normal session is tested once by a model and a
+    choice that never saw it)."""
+    from paylake.errors import PaylakeError
+
+    rng = random.Random(7)
+    normal = read(data / "train_normal.txt")
+    rng.shuffle(normal)
+    abnormal = read(abnormal_file) if abnormal_file else read(data / "abnormal.txt")
+    rng.shuffle(abnormal)
+    valid_abnormal, test_abnormal = abnormal[:len(abnormal) // 2], abnormal[len(abnormal) // 2:]
+    if outer_folds > 1:
+        if train_file or normal_file:
+            raise PaylakeError("--outer-folds deals the default normal sessions into test folds: give it without "
+                               "--train/--normal (those files make one test round)")
+        splits = []
+        for held in fold_indices(len(normal), outer_folds, seed=13):
+            out = set(held)
+            splits.append(([s for i, s in enumerate(normal) if i not in out], [normal[i] for i in held]))
+    else:
+        cut = int(len(normal) * 0.8)
+        splits = [(read(train_file) if train_file else normal[:cut], read(normal_file) if normal_file
+                   else normal[cut:])]
+    for pool, _ in splits:
+        fold_indices(len(pool), folds)  # a clear error before Ray starts
+    size = max(max(s) for pool, test in splits for s in pool + test + abnormal if s) + 1
+    rounds = []
+    for number, (pool, test_normal) in enumerate(splits, 1):
+        progress(f"round {number}/{len(splits)}: {folds}-fold cross-validation on {len(pool):,} normal sessions, "
+                 f"then the final model")
+        rounds.append(_round(settings, pool, test_normal, valid_abnormal, test_abnormal, size, workers=workers,
+                             epochs=epochs, window=window, hidden=hidden, models=models, folds=folds,
+                             memory_orders=memory_orders))
+    fp, n_normal = sum(r.test_fp for r in rounds), sum(r.test_normal for r in rounds)
+    unseen_fp, unseen = sum(r.unseen_fp for r in rounds), sum(r.unseen_sequences for r in rounds)
+    new_hits, with_new = sum(r.new_key_hits for r in rounds), sum(r.with_new_key for r in rounds)
+    rest_hits, rest = sum(r.rest_hits for r in rounds), sum(r.rest for r in rounds)
+    n_abnormal = sum(r.test_abnormal for r in rounds)
+    fpr, recall = fp / n_normal, (new_hits + rest_hits) / n_abnormal
+    precision, recall_mix, f1 = at_paper_mix(fpr, recall)
+    return HdfsResult(window, folds, models, hidden, epochs, rounds, sum(r.seconds for r in rounds), fpr,
+                      wilson(fp, n_normal), n_normal, unseen_fp / max(unseen, 1), wilson(unseen_fp, unseen), unseen,
+                      new_hits / max(with_new, 1), with_new, rest_hits / max(rest, 1), rest, recall,
+                      n_abnormal, precision, recall_mix, f1)
+
+
+def _round(settings: Settings, pool, test_normal, valid_abnormal, test_abnormal, size: int, *, workers: int,
+           epochs: int, window: int, hidden: int, models: int, folds: int, memory_orders) -> HdfsRound:
+    """Choose (memory order, g, end threshold) by cross-validation on the pool, train the final model on the
+    whole pool, score the test sessions once (the fold models and the final one in one Ray Train run)."""
     from paylake.ml.logseq import (
         END_THRESHOLDS,
         LogModelConfig,
@@ -167,19 +240,8 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
     )
     from paylake.raycluster import init_ray
 
-    rng = random.Random(7)
-    normal = read(data / "train_normal.txt")
-    rng.shuffle(normal)
-    cut = int(len(normal) * 0.8)
-    pool = read(train_file) if train_file else normal[:cut]
-    test_normal = read(normal_file) if normal_file else normal[cut:]
-    abnormal = read(abnormal_file) if abnormal_file else read(data / "abnormal.txt")
-    rng.shuffle(abnormal)
-    valid_abnormal, test_abnormal = abnormal[:len(abnormal) // 2], abnormal[len(abnormal) // 2:]
-    size = max(max(s) for s in pool + test_normal + abnormal if s) + 1
-    cuts = fold_indices(len(pool), folds)
     trainings = []  # (the normal sessions a model learns, its held-out fold or None for the final model)
-    for held in cuts:
+    for held in fold_indices(len(pool), folds):
         out = set(held)
         trainings.append(([s for i, s in enumerate(pool) if i not in out], [pool[i] for i in held]))
     trainings.append((pool, None))
@@ -217,35 +279,36 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
         return line_ranks(model, encode(sessions), window, g).verdicts(g, threshold, flags)
 
     normal_verdicts = verdicts(test_normal)
-    fp = sum(v.anomalous for v in normal_verdicts)
     seen_sequences = {tuple(s) for s in pool}
     distinct_unseen = {tuple(s): v.anomalous for s, v in zip(test_normal, normal_verdicts)
                        if tuple(s) not in seen_sequences}
-    fp_unseen = sum(distinct_unseen.values())
     abnormal_verdicts = verdicts(test_abnormal)
     with_new = [v.anomalous for s, v in zip(test_abnormal, abnormal_verdicts) if any(k not in known for k in s)]
     rest = [v.anomalous for s, v in zip(test_abnormal, abnormal_verdicts) if all(k in known for k in s)]
-    fpr, recall = fp / len(test_normal), sum(v.anomalous for v in abnormal_verdicts) / len(test_abnormal)
-    precision, recall_mix, f1 = at_paper_mix(fpr, recall)
-    return HdfsResult(window, g, threshold, order, folds, models, hidden, epochs, valid_fp, valid_normal,
-                      valid_recall, valid_f1, len(pool), seconds, fpr, wilson(fp, len(test_normal)),
-                      len(test_normal), fp_unseen / max(len(distinct_unseen), 1),
-                      wilson(fp_unseen, len(distinct_unseen)), len(distinct_unseen),
-                      sum(with_new) / max(len(with_new), 1), len(with_new), sum(rest) / max(len(rest), 1),
-                      len(rest), recall, len(test_abnormal), precision, recall_mix, f1)
+    return HdfsRound(g, threshold, order, len(pool), valid_fp, valid_normal, valid_recall, valid_f1,
+                     sum(v.anomalous for v in normal_verdicts), len(test_normal), sum(distinct_unseen.values()),
+                     len(distinct_unseen), sum(with_new), len(with_new), sum(rest), len(rest), len(test_abnormal),
+                     seconds)
 
 
 def print_hdfs(r: HdfsResult) -> None:
-    """The figures as tables; the last line ``P … R … F1 …`` at the paper's class mix."""
+    """The choice of each round, the pooled test figures, and the last line ``P … R … F1 …`` at the paper's
+    class mix."""
     from paylake.report import console, summary_table
 
-    memory = (f"transition memory of order {r.memory_order}" if r.memory_order else "no transition memory")
-    console.print(f"HDFS: {r.models} LSTM(s) per model (hidden {r.hidden}, {r.epochs} epochs), {r.folds} fold "
-                  f"models + the final one trained in {r.train_seconds:.0f} s; the final one (and its memory) on "
-                  f"{r.train_sessions:,} normal sessions; h={r.window}, g={r.top_g}, end threshold "
-                  f"{r.end_threshold}, {memory} (chosen by {r.folds}-fold cross-validation: {r.valid_fp} false "
-                  f"positive(s) in {r.valid_normal:,} normal sessions, recall {r.valid_recall:.4f}, F1 at the "
-                  f"paper's mix {r.valid_f1_mix:.4f})")
+    nested = len(r.rounds) > 1
+    console.print(f"HDFS: {r.models} LSTM(s) per model (hidden {r.hidden}, {r.epochs} epochs), h={r.window}; in each "
+                  f"round {r.folds} fold models + the final one trained in one Ray Train run ({r.train_seconds:.0f} s "
+                  f"in all); g, the end threshold and the memory order chosen by {r.folds}-fold cross-validation on "
+                  f"the round's pool" + (f"; nested: {len(r.rounds)} rounds, each normal session tested once"
+                                         if nested else ""))
+    console.print(summary_table(
+        f"each round: the choice by cross-validation on its pool of {r.rounds[0].pool:,} (CV), and its test", [
+            "round", "g", "end t", "memory", "CV FP", "CV recall", "CV F1", "test FP", "test F1"],
+        [(i, x.top_g, f"{x.end_threshold:g}", x.memory_order or "none", f"{x.valid_fp}/{x.valid_normal:,}",
+          f"{x.valid_recall:.3f}", f"{x.valid_f1_mix:.3f}", f"{x.test_fp}/{x.test_normal:,}", f"{x.f1_mix:.3f}")
+         for i, x in enumerate(r.rounds, 1)]))
+    console.print("F1 at the paper's class mix; FP: false positives among the normal sessions", style="dim")
     rows = [("false-positive rate, held-out normal sessions", f"{r.fpr:.4f}",
              f"[{r.fpr_interval[0]:.4f}, {r.fpr_interval[1]:.4f}]", f"{r.test_normal:,}"),
             ("false-positive rate, held-out sequences unseen in training", f"{r.fpr_unseen:.4f}",
@@ -254,8 +317,9 @@ def print_hdfs(r: HdfsResult) -> None:
              f"{r.with_new_key:,}"),
             ("recall, the other abnormal sessions", f"{r.recall_rest:.4f}", "", f"{r.rest:,}"),
             ("recall, all abnormal test sessions", f"{r.recall:.4f}", "", f"{r.test_abnormal:,}")]
-    console.print(summary_table(f"HDFS, h={r.window}, g={r.top_g}", ["figure", "value", "95 % interval",
-                                                                      "sessions"], rows))
+    console.print(summary_table("HDFS test figures" + (f" pooled over the {len(r.rounds)} rounds (abnormal: the "
+                                                       "test half, scored in each round)" if nested else ""),
+                                ["figure", "value", "95 % interval", "sessions"], rows))
     console.print(summary_table(
         f"at the paper's class mix ({PAPER_NORMAL:,} normal : {PAPER_ABNORMAL:,} abnormal)",
         ["model", "precision", "recall", "F1"],

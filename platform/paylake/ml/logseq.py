@@ -244,14 +244,26 @@ class LineRanks:
     end: np.ndarray  # True for the end-of-session targets
     top: np.ndarray  # the best ``max_g`` predictions of each line
 
-    def verdicts(self, top_g: int, end_threshold: float = 0.01,
-                 seen_before: np.ndarray | None = None) -> list[SessionVerdict]:
-        """``seen_before`` (optional, one flag per line, from ``seen_transitions``): a key outside the top-g is
-        not anomalous when its transition occurred in the normal training sessions (an unknown key always is)."""
+    def bad_lines(self, top_g: int, end_threshold: float = 0.01, seen_before: np.ndarray | None = None) -> np.ndarray:
+        """One flag per line: anomalous at this g and end threshold. ``seen_before`` (optional, one flag per line,
+        from ``seen_transitions``): a key outside the top-g is not anomalous when its transition occurred in the
+        normal training sessions (an unknown key always is)."""
         outside = ~self.end & (self.ranks >= top_g)
         if seen_before is not None:
             outside &= ~seen_before
-        bad_line = (self.seen == 0) | outside | (self.end & (self.probability < end_threshold))
+        return (self.seen == 0) | outside | (self.end & (self.probability < end_threshold))
+
+    def anomalous(self, top_g: int, end_threshold: float = 0.01, seen_before: np.ndarray | None = None) -> np.ndarray:
+        """One flag per session (any anomalous line), vectorised: what ``verdicts`` decides, without the detail."""
+        if not self.lengths:
+            return np.zeros(0, bool)
+        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        return np.add.reduceat(self.bad_lines(top_g, end_threshold, seen_before).astype(np.int64), starts) > 0
+
+    def verdicts(self, top_g: int, end_threshold: float = 0.01,
+                 seen_before: np.ndarray | None = None) -> list[SessionVerdict]:
+        """Each session's verdict with its anomalous lines (``bad_lines``)."""
+        bad_line = self.bad_lines(top_g, end_threshold, seen_before)
         surprise = np.where(bad_line, 1.0, np.minimum(self.ranks / top_g, 0.999))
         verdicts, at = [], 0
         for n in self.lengths:
@@ -431,7 +443,7 @@ def choose_top_g(ranks: LineRanks, truth: Sequence[bool], max_g: int,
     best = None
     for g in range(1, max_g + 1):
         for threshold in end_thresholds:
-            metrics = detection_metrics([v.anomalous for v in ranks.verdicts(g, threshold)], truth)
+            metrics = detection_metrics(ranks.anomalous(g, threshold).tolist(), truth)
             rank = (metrics["f1"], -metrics["fpr"], g, -threshold)
             if best is None or rank > best[0]:
                 best = (rank, g, threshold, metrics)
