@@ -4,7 +4,10 @@
 Files: one session per line, space-separated 1-based key ids. The model trains
 on normal sessions only. By default the 4,000 normal sessions are split by a
 fixed shuffle into a pool (80 %: 3,200) and test (20 %: 800), the abnormal ones
-into validation (half) and test (half).
+into validation (half) and test (half). With ``outer_folds=K`` (nested
+cross-validation, the bench's default) the normal sessions are instead dealt
+into K test rounds, each round's pool the other sessions: every normal session
+is tested once, and the figures are pooled over the rounds.
 
 g, the end-of-session threshold and the order of the transition memory
 (``transition_memory``; 0: none) are chosen jointly by K-fold cross-validation
@@ -250,43 +253,44 @@ def _round(settings: Settings, pool, test_normal, valid_abnormal, test_abnormal,
         known = {k for s in learnt for k in s}
         return known, lambda sessions: [[k if k in known else 0 for k in s] for s in sessions]
 
+    coders = [encoder(learnt) for learnt, _ in trainings]
+    learnt_encoded = [encode(learnt) for (learnt, _), (_, encode) in zip(trainings, coders)]
     init_ray(settings)
     config = LogModelConfig(vocabulary_size=size, window=window, epochs=epochs, hidden=hidden)
-    encoded = [encoder(learnt)[1](learnt) for learnt, _ in trainings]
     trained, _, seconds = train_models(None, [config] * (models * len(trainings)), num_workers=workers,
                                        run_name=f"bench-hdfs-{time.time_ns()}",
-                                       datasets=[d for d in encoded for _ in range(models)])
+                                       datasets=[d for d in learnt_encoded for _ in range(models)])
     per_training = [average_models(trained[i:i + models]) if models > 1 else trained[i]
                     for i in range(0, len(trained), models)]
 
     max_g = min(15, size - 1)
     scores = []
-    for (learnt, held), model in zip(trainings[:-1], per_training[:-1]):
-        _, encode = encoder(learnt)
-        memories = {n: transition_memory(encode(learnt), n, size) for n in memory_orders if n}
+    for (_, held), (_, encode), learnt, model in zip(trainings[:-1], coders, learnt_encoded, per_training):
+        memories = {n: transition_memory(learnt, n, size) for n in memory_orders if n}
+        held, abnormal = encode(held), encode(valid_abnormal)
         scores.append(FoldScores(
-            line_ranks(model, encode(held), window, max_g), line_ranks(model, encode(valid_abnormal), window, max_g),
-            {n: seen_transitions(encode(held), m, n, size) for n, m in memories.items()},
-            {n: seen_transitions(encode(valid_abnormal), m, n, size) for n, m in memories.items()}))
+            line_ranks(model, held, window, max_g), line_ranks(model, abnormal, window, max_g),
+            {n: seen_transitions(held, m, n, size) for n, m in memories.items()},
+            {n: seen_transitions(abnormal, m, n, size) for n, m in memories.items()}))
     (order, g, threshold), valid_fp, valid_normal, valid_recall, valid_f1 = choose_on_validation(
         scores, max_g, END_THRESHOLDS, memory_orders)
 
-    model, (known, encode) = per_training[-1], encoder(pool)
-    memory = transition_memory(encode(pool), order, size) if order else None
+    model, (known, encode) = per_training[-1], coders[-1]
+    memory = transition_memory(learnt_encoded[-1], order, size) if order else None
 
-    def verdicts(sessions):
-        flags = seen_transitions(encode(sessions), memory, order, size) if order else None
-        return line_ranks(model, encode(sessions), window, g).verdicts(g, threshold, flags)
+    def flagged(sessions) -> list[bool]:
+        encoded = encode(sessions)
+        flags = seen_transitions(encoded, memory, order, size) if order else None
+        return line_ranks(model, encoded, window, g).anomalous(g, threshold, flags).tolist()
 
-    normal_verdicts = verdicts(test_normal)
+    normal_flags = flagged(test_normal)
     seen_sequences = {tuple(s) for s in pool}
-    distinct_unseen = {tuple(s): v.anomalous for s, v in zip(test_normal, normal_verdicts)
-                       if tuple(s) not in seen_sequences}
-    abnormal_verdicts = verdicts(test_abnormal)
-    with_new = [v.anomalous for s, v in zip(test_abnormal, abnormal_verdicts) if any(k not in known for k in s)]
-    rest = [v.anomalous for s, v in zip(test_abnormal, abnormal_verdicts) if all(k in known for k in s)]
+    distinct_unseen = {tuple(s): f for s, f in zip(test_normal, normal_flags) if tuple(s) not in seen_sequences}
+    abnormal_flags = flagged(test_abnormal)
+    with_new = [f for s, f in zip(test_abnormal, abnormal_flags) if any(k not in known for k in s)]
+    rest = [f for s, f in zip(test_abnormal, abnormal_flags) if all(k in known for k in s)]
     return HdfsRound(g, threshold, order, len(pool), valid_fp, valid_normal, valid_recall, valid_f1,
-                     sum(v.anomalous for v in normal_verdicts), len(test_normal), sum(distinct_unseen.values()),
+                     sum(normal_flags), len(test_normal), sum(distinct_unseen.values()),
                      len(distinct_unseen), sum(with_new), len(with_new), sum(rest), len(rest), len(test_abnormal),
                      seconds)
 
