@@ -13,7 +13,9 @@ followed by it occurred in normal training; 0: no memory) are chosen by K-fold
 cross-validation on the pool, never on the test sessions: each fold's LSTM
 learns the other folds and scores its fold's normal sessions and the validation
 abnormal ones (the best F1 at the paper's class mix, with a margin of one rank
-on the normal sessions: ``paylake.ml.logbench``). The final LSTM learns the
+on the normal sessions: ``paylake.ml.logbench``). The session rule is chosen
+alike: anomalous when it holds an unknown key, an unlikely end, or at least m
+keys outside the top g (m from ``--min-lines``; 1 is DeepLog's any line). The final LSTM learns the
 whole pool (the K fold models and it trained side by side in one Ray Train run,
 2 DDP workers) and scores the test sessions once.
 
@@ -39,7 +41,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from paylake.ml.logbench import MEMORY_ORDERS, evaluate_hdfs, print_hdfs
+from paylake.ml.logbench import MEMORY_ORDERS, MIN_LINES, evaluate_hdfs, print_hdfs
 from paylake.settings import load_settings
 
 
@@ -60,11 +62,15 @@ def main() -> None:
                         "end")
     parser.add_argument("--memory-orders", type=int, nargs="+", default=list(MEMORY_ORDERS),
                         help="transition-memory orders to choose from (0: none)")
+    parser.add_argument("--min-lines", type=int, nargs="+", default=list(MIN_LINES),
+                        help="session rules to choose from: anomalous with m keys outside the top g (1: DeepLog's "
+                        "any line; unknown keys and unlikely ends always count)")
     args = parser.parse_args()
     result = evaluate_hdfs(load_settings(), workers=args.workers, epochs=args.epochs, window=args.window,
                            hidden=args.hidden, models=args.models, folds=args.folds,
                            outer_folds=1 if args.train or args.normal else args.outer_folds,
-                           memory_orders=tuple(args.memory_orders), train_file=args.train, normal_file=args.normal,
+                           memory_orders=tuple(args.memory_orders),
+                           min_lines=tuple(args.min_lines), train_file=args.train, normal_file=args.normal,
                            abnormal_file=args.abnormal, progress=lambda m: print(m, file=sys.stderr, flush=True))
     print_hdfs(result)
 

@@ -23,10 +23,20 @@ normal step seen so far), the K fold models and the final one(s) trained side by
 side in one Ray Train run, and scores the test sessions once. Several models
 per fold can be trained alike and averaged (``average_models``).
 
+The session rule is chosen too: DeepLog calls a session anomalous when any
+line is; here a session is anomalous when it holds an unknown key or an
+unlikely end, or at least m keys outside the top g that the memory does not
+excuse, m in ``MIN_LINES`` (1 is DeepLog's rule). Normal sessions that miss
+the pool's steps mostly do so once (a read served while the block is being
+deleted, one extra addStoredBlock), abnormal ones several times (a whole
+replication or deletion out of place), so a smaller g with m > 1 can keep
+their recall and lose the lone surprises.
+
 The choice keeps a margin of one rank on the normal sessions: a candidate (n, g,
-t) is scored by the F1 at the paper's class mix with the false positives counted
-at g - 1 (one rank stricter) and the recall at g. Ties: fewer false positives at
-g, the larger g, the smaller threshold, the shorter memory.
+t, m) is scored by the F1 at the paper's class mix with the false positives
+counted at g - 1 (one rank stricter) and the recall at g. Ties: fewer false
+positives at g, the larger g, the smaller threshold, the shorter memory, the
+smaller m.
 """
 
 from __future__ import annotations
@@ -74,6 +84,7 @@ class HdfsRound:
     top_g: int
     end_threshold: float
     memory_order: int  # 0: no transition memory
+    min_lines: int  # keys outside the top-g a session must hold to be anomalous (1: DeepLog's any line)
     pool: int  # normal sessions the final model (and its memory) learnt
     valid_fp: int  # summed over the inner folds
     valid_normal: int  # every pool session, each scored by the fold model that did not learn it
@@ -123,6 +134,7 @@ class HdfsResult:
 
 
 MEMORY_ORDERS = (0, 1, 2, 3, 4, 5)
+MIN_LINES = (1, 2, 3, 4, 5)
 
 
 def fold_indices(n: int, folds: int, seed: int = 11) -> list[list[int]]:
@@ -150,8 +162,8 @@ class FoldScores:
 
 
 def choose_on_validation(folds: list[FoldScores], max_g: int, end_thresholds, memory_orders,
-                         ) -> tuple[tuple[int, int, float], int, int, float, float]:
-    """(memory order, g, end threshold) by cross-validation (see the module docstring), with its false
+                         min_lines=(1,)) -> tuple[tuple[int, int, float, int], int, int, float, float]:
+    """(memory order, g, end threshold, min lines) by cross-validation (see the module docstring), with its false
     positives summed over the folds, the normal sessions scored, the mean recall and the F1 at the paper's mix
     (unmargined)."""
     n_normal = sum(len(f.normal.lengths) for f in folds)
@@ -159,26 +171,27 @@ def choose_on_validation(folds: list[FoldScores], max_g: int, end_thresholds, me
     for order in memory_orders:
         for g in range(1, max_g + 1):
             for t in end_thresholds:
-                fp = recall = 0.0
-                for f in folds:
-                    fp += int(f.normal.anomalous(g, t, f.normal_seen.get(order)).sum())
-                    recall += f.abnormal.anomalous(g, t, f.abnormal_seen.get(order)).mean()
-                counts[order, g, t] = int(fp), float(recall) / len(folds)
+                per_fold = [(f.normal.session_counts(g, t, f.normal_seen.get(order)),
+                             f.abnormal.session_counts(g, t, f.abnormal_seen.get(order))) for f in folds]
+                for m in min_lines:
+                    fp = sum(int((hard | (outside >= m)).sum()) for (hard, outside), _ in per_fold)
+                    recall = sum(float((hard | (outside >= m)).mean()) for _, (hard, outside) in per_fold)
+                    counts[order, g, t, m] = fp, recall / len(folds)
     best, best_key = None, None
-    for (order, g, t), (fp, recall) in counts.items():
+    for (order, g, t, m), (fp, recall) in counts.items():
         if g == 1:
             continue
-        margin_fp = counts[order, g - 1, t][0]
-        key = (at_paper_mix(margin_fp / n_normal, recall)[2], -fp, g, -t, -order)
+        margin_fp = counts[order, g - 1, t, m][0]
+        key = (at_paper_mix(margin_fp / n_normal, recall)[2], -fp, g, -t, -order, -m)
         if best_key is None or key > best_key:
-            best, best_key = (order, g, t), key
+            best, best_key = (order, g, t, m), key
     fp, recall = counts[best]
     return best, fp, n_normal, recall, at_paper_mix(fp / n_normal, recall)[2]
 
 
 def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, window: int = 10, hidden: int = 64,
                   models: int = 1, folds: int = 4, outer_folds: int = 1,
-                  memory_orders: tuple[int, ...] = MEMORY_ORDERS, train_file: Path | None = None,
+                  memory_orders: tuple[int, ...] = MEMORY_ORDERS, min_lines: tuple[int, ...] = MIN_LINES, train_file: Path | None = None,
                   normal_file: Path | None = None, abnormal_file: Path | None = None, data: Path = HDFS_DATA,
                   progress=lambda message: None) -> HdfsResult:
     """The figures on one test split (``outer_folds=1``: the fixed 80/20 split, or the files given), or by
@@ -205,6 +218,8 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
         cut = int(len(normal) * 0.8)
         splits = [(read(train_file) if train_file else normal[:cut], read(normal_file) if normal_file
                    else normal[cut:])]
+    if not min_lines or min(min_lines) < 1:
+        raise PaylakeError(f"--min-lines: each session rule needs at least 1 line, not {list(min_lines)}")
     for pool, _ in splits:
         fold_indices(len(pool), folds)  # a clear error before Ray starts
     size = max(max(s) for pool, test in splits for s in pool + test + abnormal if s) + 1
@@ -214,7 +229,7 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
                  f"then the final model")
         rounds.append(_round(settings, pool, test_normal, valid_abnormal, test_abnormal, size, workers=workers,
                              epochs=epochs, window=window, hidden=hidden, models=models, folds=folds,
-                             memory_orders=memory_orders))
+                             memory_orders=memory_orders, min_lines=min_lines))
     fp, n_normal = sum(r.test_fp for r in rounds), sum(r.test_normal for r in rounds)
     unseen_fp, unseen = sum(r.unseen_fp for r in rounds), sum(r.unseen_sequences for r in rounds)
     new_hits, with_new = sum(r.new_key_hits for r in rounds), sum(r.with_new_key for r in rounds)
@@ -229,8 +244,9 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
 
 
 def _round(settings: Settings, pool, test_normal, valid_abnormal, test_abnormal, size: int, *, workers: int,
-           epochs: int, window: int, hidden: int, models: int, folds: int, memory_orders) -> HdfsRound:
-    """Choose (memory order, g, end threshold) by cross-validation on the pool, train the final model on the
+           epochs: int, window: int, hidden: int, models: int, folds: int, memory_orders, min_lines,
+           ) -> HdfsRound:
+    """Choose (memory order, g, end threshold, min lines) by cross-validation on the pool, train the final model on the
     whole pool, score the test sessions once (the fold models and the final one in one Ray Train run)."""
     from paylake.ml.logseq import (
         END_THRESHOLDS,
@@ -272,8 +288,8 @@ def _round(settings: Settings, pool, test_normal, valid_abnormal, test_abnormal,
             line_ranks(model, held, window, max_g), line_ranks(model, abnormal, window, max_g),
             {n: seen_transitions(held, m, n, size) for n, m in memories.items()},
             {n: seen_transitions(abnormal, m, n, size) for n, m in memories.items()}))
-    (order, g, threshold), valid_fp, valid_normal, valid_recall, valid_f1 = choose_on_validation(
-        scores, max_g, END_THRESHOLDS, memory_orders)
+    (order, g, threshold, least), valid_fp, valid_normal, valid_recall, valid_f1 = choose_on_validation(
+        scores, max_g, END_THRESHOLDS, memory_orders, min_lines)
 
     model, (known, encode) = per_training[-1], coders[-1]
     memory = transition_memory(learnt_encoded[-1], order, size) if order else None
@@ -281,7 +297,7 @@ def _round(settings: Settings, pool, test_normal, valid_abnormal, test_abnormal,
     def flagged(sessions) -> list[bool]:
         encoded = encode(sessions)
         flags = seen_transitions(encoded, memory, order, size) if order else None
-        return line_ranks(model, encoded, window, g).anomalous(g, threshold, flags).tolist()
+        return line_ranks(model, encoded, window, g).anomalous(g, threshold, flags, least).tolist()
 
     normal_flags = flagged(test_normal)
     seen_sequences = {tuple(s) for s in pool}
@@ -289,7 +305,7 @@ def _round(settings: Settings, pool, test_normal, valid_abnormal, test_abnormal,
     abnormal_flags = flagged(test_abnormal)
     with_new = [f for s, f in zip(test_abnormal, abnormal_flags) if any(k not in known for k in s)]
     rest = [f for s, f in zip(test_abnormal, abnormal_flags) if all(k in known for k in s)]
-    return HdfsRound(g, threshold, order, len(pool), valid_fp, valid_normal, valid_recall, valid_f1,
+    return HdfsRound(g, threshold, order, least, len(pool), valid_fp, valid_normal, valid_recall, valid_f1,
                      sum(normal_flags), len(test_normal), sum(distinct_unseen.values()),
                      len(distinct_unseen), sum(with_new), len(with_new), sum(rest), len(rest), len(test_abnormal),
                      seconds)
@@ -303,14 +319,14 @@ def print_hdfs(r: HdfsResult) -> None:
     nested = len(r.rounds) > 1
     console.print(f"HDFS: {r.models} LSTM(s) per model (hidden {r.hidden}, {r.epochs} epochs), h={r.window}; in each "
                   f"round {r.folds} fold models + the final one trained in one Ray Train run ({r.train_seconds:.0f} s "
-                  f"in all); g, the end threshold and the memory order chosen by {r.folds}-fold cross-validation on "
-                  f"the round's pool" + (f"; nested: {len(r.rounds)} rounds, each normal session tested once"
-                                         if nested else ""))
+                  f"in all); g, the end threshold, the memory order and the min lines (keys outside the top g that "
+                  f"make a session anomalous) chosen by {r.folds}-fold cross-validation on the round's pool"
+                  + (f"; nested: {len(r.rounds)} rounds, each normal session tested once" if nested else ""))
     console.print(summary_table(
         f"each round: the choice by cross-validation on its pool of {r.rounds[0].pool:,} (CV), and its test", [
-            "round", "g", "end t", "memory", "CV FP", "CV recall", "CV F1", "test FP", "test F1"],
-        [(i, x.top_g, f"{x.end_threshold:g}", x.memory_order or "none", f"{x.valid_fp}/{x.valid_normal:,}",
-          f"{x.valid_recall:.3f}", f"{x.valid_f1_mix:.3f}", f"{x.test_fp}/{x.test_normal:,}", f"{x.f1_mix:.3f}")
+            "round", "g", "end t", "memory", "min lines", "CV FP", "CV recall", "CV F1", "test FP", "test F1"],
+        [(i, x.top_g, f"{x.end_threshold:g}", x.memory_order or "none", x.min_lines,
+          f"{x.valid_fp}/{x.valid_normal:,}", f"{x.valid_recall:.3f}", f"{x.valid_f1_mix:.3f}", f"{x.test_fp}/{x.test_normal:,}", f"{x.f1_mix:.3f}")
          for i, x in enumerate(r.rounds, 1)]))
     console.print("F1 at the paper's class mix; FP: false positives among the normal sessions", style="dim")
     rows = [("false-positive rate, held-out normal sessions", f"{r.fpr:.4f}",

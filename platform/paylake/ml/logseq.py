@@ -244,26 +244,48 @@ class LineRanks:
     end: np.ndarray  # True for the end-of-session targets
     top: np.ndarray  # the best ``max_g`` predictions of each line
 
-    def bad_lines(self, top_g: int, end_threshold: float = 0.01, seen_before: np.ndarray | None = None) -> np.ndarray:
+    def bad_lines(self, top_g: int, end_threshold: float = 0.01, seen_before: np.ndarray | None = None,
+                  min_lines: int = 1) -> np.ndarray:
         """One flag per line: anomalous at this g and end threshold. ``seen_before`` (optional, one flag per line,
         from ``seen_transitions``): a key outside the top-g is not anomalous when its transition occurred in the
-        normal training sessions (an unknown key always is)."""
-        outside = ~self.end & (self.ranks >= top_g)
+        normal training sessions (an unknown key always is). ``min_lines``: keys outside the top-g (and not
+        excused) count only in a session holding at least that many of them (1: DeepLog's rule, any line);
+        unknown keys and unlikely ends always count."""
+        outside = ~self.end & (self.ranks >= top_g) & (self.seen != 0)
         if seen_before is not None:
             outside &= ~seen_before
+        if min_lines > 1 and self.lengths:
+            outside &= np.repeat(self._per_session(outside) >= min_lines, self.lengths)
         return (self.seen == 0) | outside | (self.end & (self.probability < end_threshold))
 
-    def anomalous(self, top_g: int, end_threshold: float = 0.01, seen_before: np.ndarray | None = None) -> np.ndarray:
+    def _per_session(self, line_flags: np.ndarray) -> np.ndarray:
+        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        return np.add.reduceat(line_flags.astype(np.int64), starts)
+
+    def session_counts(self, top_g: int, end_threshold: float, seen_before: np.ndarray | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Per session: whether it holds an unknown key or an unlikely end, and how many keys outside the top-g
+        (not excused) it holds. A session is anomalous at ``min_lines`` m when the first is true or the count
+        reaches m (what ``anomalous`` decides, for every m at once)."""
+        if not self.lengths:
+            return np.zeros(0, bool), np.zeros(0, np.int64)
+        outside = ~self.end & (self.ranks >= top_g) & (self.seen != 0)
+        if seen_before is not None:
+            outside &= ~seen_before
+        hard = (self.seen == 0) | (self.end & (self.probability < end_threshold))
+        return self._per_session(hard) > 0, self._per_session(outside)
+
+    def anomalous(self, top_g: int, end_threshold: float = 0.01, seen_before: np.ndarray | None = None,
+                  min_lines: int = 1) -> np.ndarray:
         """One flag per session (any anomalous line), vectorised: what ``verdicts`` decides, without the detail."""
         if not self.lengths:
             return np.zeros(0, bool)
-        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
-        return np.add.reduceat(self.bad_lines(top_g, end_threshold, seen_before).astype(np.int64), starts) > 0
+        return self._per_session(self.bad_lines(top_g, end_threshold, seen_before, min_lines)) > 0
 
-    def verdicts(self, top_g: int, end_threshold: float = 0.01,
-                 seen_before: np.ndarray | None = None) -> list[SessionVerdict]:
+    def verdicts(self, top_g: int, end_threshold: float = 0.01, seen_before: np.ndarray | None = None,
+                 min_lines: int = 1) -> list[SessionVerdict]:
         """Each session's verdict with its anomalous lines (``bad_lines``)."""
-        bad_line = self.bad_lines(top_g, end_threshold, seen_before)
+        bad_line = self.bad_lines(top_g, end_threshold, seen_before, min_lines)
         surprise = np.where(bad_line, 1.0, np.minimum(self.ranks / top_g, 0.999))
         verdicts, at = [], 0
         for n in self.lengths:
