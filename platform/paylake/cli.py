@@ -494,7 +494,8 @@ def train_logs_command(
         report = train_logs(settings, options, progress=lambda m: status.update(m))
     names = ["precision", "recall", "f1", "fpr", "false_alerts_per_1000", "sessions", "anomalous"]
     console.print(summary_table(
-        f"log-sequence model, h={report.window}, g={report.top_g} (chosen on validation), "
+        f"log-sequence model, h={report.window}, g={report.top_g}, min lines {report.min_lines} (chosen on "
+        f"validation), "
         f"{report.vocabulary_size} keys", ["metric", "validation", "test (held out)"],
         [(n, f"{report.valid[n]:.4f}", f"{report.test[n]:.4f}") for n in names]))
     console.print(summary_table("test sessions flagged, per scenario", ["scenario", "flagged", "sessions"],

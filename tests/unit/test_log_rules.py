@@ -93,8 +93,15 @@ def test_detection_metrics_and_the_choice_of_g():
     ranks = LineRanks([2, 2, 2], np.array([5, 9, 6, 9, 7, 9]), np.array([2, 0, 0, 0, 1, 0]),
                       np.array([0.1, 0.9, 0.5, 0.9, 0.3, 0.9]), np.array([False, True] * 3),
                       np.zeros((6, 4), np.int64))
-    g, threshold, chosen = choose_top_g(ranks, [True, False, False], max_g=4, end_thresholds=(0.5,))
-    assert (g, threshold) == (2, 0.5) and chosen["f1"] == 1.0  # g=1 flags a normal session; g=3 misses the anomaly
+    g, threshold, least, chosen = choose_top_g(ranks, [True, False, False], max_g=4, end_thresholds=(0.5,),
+                                               min_lines=(1, 2))
+    # g=1 flags a normal session; g=3 misses the anomaly; m=2 would miss its one line (ties go to m=1 anyway)
+    assert (g, threshold, least) == (2, 0.5, 1) and chosen["f1"] == 1.0
+    # an anomaly out of place twice and a normal session out of place once: only m=2 separates them
+    twice = LineRanks([3, 3], np.array([5, 6, 9, 5, 6, 9]), np.array([3, 3, 0, 3, 0, 0]), np.full(6, 0.9),
+                      np.array([False, False, True] * 2), np.zeros((6, 4), np.int64))
+    g, _, least, chosen = choose_top_g(twice, [True, False], max_g=4, end_thresholds=(0.5,), min_lines=(1, 2))
+    assert (least, chosen["f1"], chosen["fpr"]) == (2, 1.0, 0.0) and g <= 3
     # an end the model finds unlikely flags the session, whatever g
     early = LineRanks([2], np.array([5, 9]), np.array([0, 0]), np.array([0.9, 0.001]), np.array([False, True]),
                       np.zeros((2, 4), np.int64))

@@ -18,10 +18,13 @@ Detection: a line is anomalous when its key is not among the model's top-g
 predictions (an unknown key never is); the end of a session is anomalous when
 the model gives it a probability below ``end_threshold`` (a rank test is too
 lax there: after "5 22" the few keys that can follow take all the probability
-and the end, at ~1e-4, still ranks 4th); a session is anomalous when any line
-or its end is. Its score is the largest rank-surprise of its lines (0 = every
-key was the top prediction, 1 = a key outside the top-g or an unlikely end). h,
-g and the end threshold are chosen on a validation split, never on the test
+and the end, at ~1e-4, still ranks 4th); a session is anomalous when it holds
+an unknown key or an unlikely end, or at least ``min_lines`` keys outside the
+top-g (1, the default: any line, DeepLog's rule; more drops normal sessions
+that leave the learnt steps once while anomalies do so several times). Its
+score is the largest rank-surprise of its lines (0 = every key was the top
+prediction, 1 = a key outside the top-g or an unlikely end). h, g, the end
+threshold and min lines are chosen on a validation split, never on the test
 data.
 
 Optional, for rare but normal transitions (``transition_memory``): a key outside
@@ -53,6 +56,7 @@ class LogModelConfig:
     window: int = 10  # h
     top_g: int = 9  # g
     end_threshold: float = 0.01  # the end of a session is anomalous below this probability
+    min_lines: int = 1  # keys outside the top g that make a session anomalous (1: any line, DeepLog's rule)
     embedding: int = 32
     hidden: int = 64
     layers: int = 2
@@ -361,9 +365,9 @@ def line_ranks(model, sessions: Sequence[Sequence[int]], window: int, max_g: int
 
 
 def score_sessions(model, sessions: Sequence[Sequence[int]], window: int, top_g: int,
-                   end_threshold: float = 0.01) -> list[SessionVerdict]:
+                   end_threshold: float = 0.01, min_lines: int = 1) -> list[SessionVerdict]:
     """Each session's verdict (see the module docstring); batched over all lines of all sessions."""
-    return line_ranks(model, sessions, window, top_g).verdicts(top_g, end_threshold)
+    return line_ranks(model, sessions, window, top_g).verdicts(top_g, end_threshold, min_lines=min_lines)
 
 
 # ----------------------------------------------------------------------------- scorer (what Serve calls)
@@ -380,7 +384,8 @@ class LogScorer:
         """Per session: ``anomalous``, ``decision``, ``score`` and the anomalous lines (line number, the key
         seen, the expected keys)."""
         verdicts = score_sessions(self.model, [self.vocabulary.encode(keys) for keys in sessions],
-                                  self.config.window, self.config.top_g, self.config.end_threshold)
+                                  self.config.window, self.config.top_g, self.config.end_threshold,
+                                  self.config.min_lines)
         out = []
         for keys, verdict in zip(sessions, verdicts):
             out.append({"anomalous": verdict.anomalous, "decision": "anomalous" if verdict.anomalous else "normal",
@@ -459,17 +464,20 @@ END_THRESHOLDS = (0.03, 0.01, 0.003, 0.001, 0.0003)
 
 
 def choose_top_g(ranks: LineRanks, truth: Sequence[bool], max_g: int,
-                 end_thresholds: Sequence[float] = END_THRESHOLDS) -> tuple[int, float, dict[str, float]]:
-    """g and the end threshold with the best F1 on these (validation) sessions; ties: fewer false positives,
-    then the larger g, then the smaller threshold."""
+                 end_thresholds: Sequence[float] = END_THRESHOLDS,
+                 min_lines: Sequence[int] = (1,)) -> tuple[int, float, int, dict[str, float]]:
+    """g, the end threshold and the session rule's min lines with the best F1 on these (validation) sessions;
+    ties: fewer false positives, then the larger g, then the smaller threshold, then the smaller min lines."""
     best = None
     for g in range(1, max_g + 1):
         for threshold in end_thresholds:
-            metrics = detection_metrics(ranks.anomalous(g, threshold).tolist(), truth)
-            rank = (metrics["f1"], -metrics["fpr"], g, -threshold)
-            if best is None or rank > best[0]:
-                best = (rank, g, threshold, metrics)
-    return best[1], best[2], best[3]
+            hard, outside = ranks.session_counts(g, threshold)
+            for m in min_lines:
+                metrics = detection_metrics((hard | (outside >= m)).tolist(), truth)
+                rank = (metrics["f1"], -metrics["fpr"], g, -threshold, -m)
+                if best is None or rank > best[0]:
+                    best = (rank, g, threshold, m, metrics)
+    return best[1], best[2], best[3], best[4]
 
 
 # ----------------------------------------------------------------------------- the job
@@ -482,6 +490,7 @@ class LogTrainOptions:
     num_workers: int = 2
     windows: tuple[int, ...] = (4, 8)  # h candidates, chosen on validation
     max_g: int = 10
+    min_lines: tuple[int, ...] = (1, 2, 3)  # session rules chosen on validation (1: any line)
     epochs: int = 30
     valid_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -501,6 +510,7 @@ class LogTrainReport:
     window: int
     top_g: int
     end_threshold: float
+    min_lines: int
     sessions: dict[str, int]
     skipped: dict[str, int]
     vocabulary_size: int
@@ -553,12 +563,12 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
     for model, config in zip(models, configs):
         max_g = min(options.max_g, len(vocabulary) - 1)
         ranks = line_ranks(model, [vocabulary.encode(s.keys) for s in parts["valid"]], config.window, max_g)
-        g, threshold, metrics = choose_top_g(ranks, truth["valid"], max_g)
-        candidates.append(((metrics["f1"], -metrics["fpr"], -config.window), config.window, g, threshold, metrics,
-                           model, config))
-    _, window, top_g, end_threshold, valid_metrics, model, config = max(candidates, key=lambda c: c[0])
-    scorer = LogScorer(model, LogModelConfig(**{**config.__dict__, "top_g": top_g, "end_threshold": end_threshold}),
-                       vocabulary)
+        g, threshold, least, metrics = choose_top_g(ranks, truth["valid"], max_g, min_lines=options.min_lines)
+        candidates.append(((metrics["f1"], -metrics["fpr"], -config.window), config.window, g, threshold, least,
+                           metrics, model, config))
+    _, window, top_g, end_threshold, min_lines, valid_metrics, model, config = max(candidates, key=lambda c: c[0])
+    scorer = LogScorer(model, LogModelConfig(**{**config.__dict__, "top_g": top_g, "end_threshold": end_threshold,
+                                                "min_lines": min_lines}), vocabulary)
     results = scorer.score_keys([s.keys for s in parts["test"]])
     flags = [r["anomalous"] for r in results]
     test_metrics = detection_metrics(flags, truth["test"])
@@ -572,7 +582,7 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
     mlflow.set_experiment(options.experiment)
     with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as folder:
         mlflow.log_params({"num_workers": options.num_workers, "window": window, "top_g": top_g,
-                           "end_threshold": end_threshold,
+                           "end_threshold": end_threshold, "min_lines": min_lines,
                            "windows_tried": ",".join(map(str, options.windows)), "epochs": options.epochs,
                            "silver_log_session_version": silver_version,
                            "vocabulary_size": len(vocabulary), "hidden": config.hidden, "layers": config.layers,
@@ -589,7 +599,7 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
             signature=infer_signature(example, pd.DataFrame([{"anomalous": False, "score": 0.0,
                                                               "anomalous_lines": "[]"}])),
             input_example=example, registered_model_name=options.model_name,
-            metadata={"window": window, "top_g": top_g, "end_threshold": end_threshold,
+            metadata={"window": window, "top_g": top_g, "end_threshold": end_threshold, "min_lines": min_lines,
                       "vocabulary_size": len(vocabulary)})
     version = str(info.registered_model_version)
 
@@ -601,7 +611,7 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
                                  truth["test"])["f1"]
 
     alias, reason = registry.promote(settings, options.model_name, version, "F1", test_metrics["f1"], champion_f1)
-    return LogTrainReport(options.model_name, version, alias, reason, window, top_g, end_threshold,
+    return LogTrainReport(options.model_name, version, alias, reason, window, top_g, end_threshold, min_lines,
                           {k: len(v) for k, v in parts.items()}, dict(data.skipped), len(vocabulary),
                           valid_metrics, test_metrics, per_scenario, seconds, run.info.run_id)
 
