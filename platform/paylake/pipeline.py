@@ -159,8 +159,9 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
 
         def describe(report) -> str:
             test = report.test
-            return (f"{MODEL_NAME} v{report.version} ({report.alias}), h={report.window} g={report.top_g}: held-out "
-                    f"sessions P {test['precision']:.3f} R {test['recall']:.3f} F1 {test['f1']:.3f}, "
+            return (f"{MODEL_NAME} v{report.version} ({report.alias}), h={report.window} g={report.top_g} "
+                    f"min lines {report.min_lines}: held-out sessions P {test['precision']:.3f} "
+                    f"R {test['recall']:.3f} F1 {test['f1']:.3f}, "
                     f"{test['false_alerts_per_1000']:.0f} false alerts per 1,000 normal sessions")
 
         return train_once(MODEL_NAME, "silver_log_session_version", lake.table_uri(settings, "silver", "log_session"),
