@@ -1,6 +1,7 @@
 """The log-sequence model (``paylake.ml.logseq``) on the public HDFS log-key sessions (DeepLog's benchmark).
 
-    .venv/bin/python bench/logseq_hdfs.py [--train F] [--normal F] [--abnormal F] [--workers 2] [--folds 4] [--outer-folds 5]
+    .venv/bin/python bench/logseq_hdfs.py [--train F] [--normal F] [--abnormal F] [--workers 2]
+        [--folds 4] [--outer-folds 5] [--min-lines 1 2 3 4 5]
 
 Files (one session per line, space-separated 1-based key ids; defaults from
 ``../shared/data/hdfs/``): the model trains on normal sessions only. With the
@@ -15,9 +16,9 @@ learns the other folds and scores its fold's normal sessions and the validation
 abnormal ones (the best F1 at the paper's class mix, with a margin of one rank
 on the normal sessions: ``paylake.ml.logbench``). The session rule is chosen
 alike: anomalous when it holds an unknown key, an unlikely end, or at least m
-keys outside the top g (m from ``--min-lines``; 1 is DeepLog's any line). The final LSTM learns the
-whole pool (the K fold models and it trained side by side in one Ray Train run,
-2 DDP workers) and scores the test sessions once.
+keys outside the top g (m from ``--min-lines``; 1 is DeepLog's any line). The
+final LSTM learns the whole pool (the K fold models and it trained side by side
+in one Ray Train run, 2 DDP workers) and scores the test sessions once.
 
 By default the figures come from nested cross-validation (``--outer-folds 5``):
 the 4,000 normal sessions are dealt into 5 outer folds, each the test sessions
@@ -47,12 +48,12 @@ from paylake.settings import load_settings
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=Path, help="normal sessions to learn (default: 80 % of train_normal)")
-    parser.add_argument("--normal", type=Path, help="held-out normal sessions (default: 20 % of train_normal)")
+    parser.add_argument("--train", type=Path, help="normal sessions to learn (default: 80 %% of train_normal)")
+    parser.add_argument("--normal", type=Path, help="held-out normal sessions (default: 20 %% of train_normal)")
     parser.add_argument("--abnormal", type=Path, help="abnormal sessions (default: abnormal.txt)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--folds", type=int, default=4, help="K of the cross-validation that chooses g, the end "
-                        "threshold and the memory order")
+                        "threshold, the memory order and min lines")
     parser.add_argument("--outer-folds", type=int, default=5, help="test rounds of the nested cross-validation (1: "
                         "one fixed test split)")
     parser.add_argument("--epochs", type=int, default=12)

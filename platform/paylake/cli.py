@@ -475,8 +475,8 @@ def train_logs_command(
     epochs: Annotated[int, typer.Option(help="Training epochs per window.")] = 30,
     hdfs: Annotated[bool, typer.Option(help="Also train and score the same model code on the public HDFS "
                                        "sessions (../shared/data/hdfs) and print its figures.")] = True,
-    hdfs_folds: Annotated[int, typer.Option(help="K of the cross-validation choosing g, the end threshold and "
-                                             "the memory order on HDFS (K + 1 models trained).")] = 4,
+    hdfs_folds: Annotated[int, typer.Option(help="K of the cross-validation choosing g, the end threshold, "
+                                             "the memory order and min lines on HDFS (K + 1 models trained).")] = 4,
     hdfs_outer_folds: Annotated[int, typer.Option(help="HDFS test rounds: 1 scores one fixed test split; K > 1 "
                                                    "nested cross-validation, every normal session tested once "
                                                    "(K times the training).")] = 1,

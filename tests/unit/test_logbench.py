@@ -67,7 +67,7 @@ def test_vectorised_session_flags_agree_with_the_verdicts():
                             (2, 0.003, None, 4)]:
         decided = ranks.anomalous(g, t, flags_, m)
         assert decided.tolist() == [v.anomalous for v in ranks.verdicts(g, t, flags_, m)]
-        hard, outside = ranks.session_counts(g, t, flags_)
+        hard, outside = ranks.hard_sessions(t), ranks.outside_counts(g, flags_)
         assert decided.tolist() == (hard | (outside >= m)).tolist()
         assert 0 < decided.sum() < len(lengths)  # both outcomes occur
 

@@ -110,7 +110,7 @@ class HdfsRound:
 @dataclass
 class HdfsResult:
     window: int
-    folds: int  # of the cross-validation that chose g, the end threshold and the memory order in each round
+    folds: int  # of the cross-validation that chose g, the end threshold, the memory order and min lines
     models: int
     hidden: int
     epochs: int
@@ -167,16 +167,17 @@ def choose_on_validation(folds: list[FoldScores], max_g: int, end_thresholds, me
     positives summed over the folds, the normal sessions scored, the mean recall and the F1 at the paper's mix
     (unmargined)."""
     n_normal = sum(len(f.normal.lengths) for f in folds)
+    hard = {t: [(f.normal.hard_sessions(t), f.abnormal.hard_sessions(t)) for f in folds] for t in end_thresholds}
     counts = {}
     for order in memory_orders:
         for g in range(1, max_g + 1):
+            outside = [(f.normal.outside_counts(g, f.normal_seen.get(order)),
+                        f.abnormal.outside_counts(g, f.abnormal_seen.get(order))) for f in folds]
             for t in end_thresholds:
-                per_fold = [(f.normal.session_counts(g, t, f.normal_seen.get(order)),
-                             f.abnormal.session_counts(g, t, f.abnormal_seen.get(order))) for f in folds]
                 for m in min_lines:
-                    fp = sum(int((hard | (outside >= m)).sum()) for (hard, outside), _ in per_fold)
-                    recall = sum(float((hard | (outside >= m)).mean()) for _, (hard, outside) in per_fold)
-                    counts[order, g, t, m] = fp, recall / len(folds)
+                    flagged = [(hn | (on >= m), ha | (oa >= m)) for (hn, ha), (on, oa) in zip(hard[t], outside)]
+                    counts[order, g, t, m] = (sum(int(n.sum()) for n, _ in flagged),
+                                              sum(float(a.mean()) for _, a in flagged) / len(folds))
     best, best_key = None, None
     for (order, g, t, m), (fp, recall) in counts.items():
         if g == 1:
@@ -191,9 +192,9 @@ def choose_on_validation(folds: list[FoldScores], max_g: int, end_thresholds, me
 
 def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, window: int = 10, hidden: int = 64,
                   models: int = 1, folds: int = 4, outer_folds: int = 1,
-                  memory_orders: tuple[int, ...] = MEMORY_ORDERS, min_lines: tuple[int, ...] = MIN_LINES, train_file: Path | None = None,
-                  normal_file: Path | None = None, abnormal_file: Path | None = None, data: Path = HDFS_DATA,
-                  progress=lambda message: None) -> HdfsResult:
+                  memory_orders: tuple[int, ...] = MEMORY_ORDERS, min_lines: tuple[int, ...] = MIN_LINES,
+                  train_file: Path | None = None, normal_file: Path | None = None,
+                  abnormal_file: Path | None = None, data: Path = HDFS_DATA, progress=lambda message: None) -> HdfsResult:
     """The figures on one test split (``outer_folds=1``: the fixed 80/20 split, or the files given), or by
     nested cross-validation (``outer_folds=K``: the normal sessions dealt into K outer folds, each the test
     sessions of one round whose pool is the rest, so every normal session is tested once by a model and a
@@ -246,8 +247,8 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
 def _round(settings: Settings, pool, test_normal, valid_abnormal, test_abnormal, size: int, *, workers: int,
            epochs: int, window: int, hidden: int, models: int, folds: int, memory_orders, min_lines,
            ) -> HdfsRound:
-    """Choose (memory order, g, end threshold, min lines) by cross-validation on the pool, train the final model on the
-    whole pool, score the test sessions once (the fold models and the final one in one Ray Train run)."""
+    """Choose (memory order, g, end threshold, min lines) by cross-validation on the pool, train the final model
+    on the whole pool, score the test sessions once (the fold models and the final one in one Ray Train run)."""
     from paylake.ml.logseq import (
         END_THRESHOLDS,
         LogModelConfig,
@@ -326,7 +327,8 @@ def print_hdfs(r: HdfsResult) -> None:
         f"each round: the choice by cross-validation on its pool of {r.rounds[0].pool:,} (CV), and its test", [
             "round", "g", "end t", "memory", "min lines", "CV FP", "CV recall", "CV F1", "test FP", "test F1"],
         [(i, x.top_g, f"{x.end_threshold:g}", x.memory_order or "none", x.min_lines,
-          f"{x.valid_fp}/{x.valid_normal:,}", f"{x.valid_recall:.3f}", f"{x.valid_f1_mix:.3f}", f"{x.test_fp}/{x.test_normal:,}", f"{x.f1_mix:.3f}")
+          f"{x.valid_fp}/{x.valid_normal:,}", f"{x.valid_recall:.3f}", f"{x.valid_f1_mix:.3f}",
+          f"{x.test_fp}/{x.test_normal:,}", f"{x.f1_mix:.3f}")
          for i, x in enumerate(r.rounds, 1)]))
     console.print("F1 at the paper's class mix; FP: false positives among the normal sessions", style="dim")
     rows = [("false-positive rate, held-out normal sessions", f"{r.fpr:.4f}",

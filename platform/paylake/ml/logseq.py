@@ -255,29 +255,33 @@ class LineRanks:
         normal training sessions (an unknown key always is). ``min_lines``: keys outside the top-g (and not
         excused) count only in a session holding at least that many of them (1: DeepLog's rule, any line);
         unknown keys and unlikely ends always count."""
-        outside = ~self.end & (self.ranks >= top_g) & (self.seen != 0)
-        if seen_before is not None:
-            outside &= ~seen_before
+        outside = self._outside_lines(top_g, seen_before)
         if min_lines > 1 and self.lengths:
             outside &= np.repeat(self._per_session(outside) >= min_lines, self.lengths)
-        return (self.seen == 0) | outside | (self.end & (self.probability < end_threshold))
+        return self._hard_lines(end_threshold) | outside
+
+    def _outside_lines(self, top_g: int, seen_before: np.ndarray | None) -> np.ndarray:
+        """Known keys outside the top-g that the memory (if any) does not excuse."""
+        outside = ~self.end & (self.ranks >= top_g) & (self.seen != 0)
+        return outside & ~seen_before if seen_before is not None else outside
+
+    def _hard_lines(self, end_threshold: float) -> np.ndarray:
+        """Unknown keys and unlikely ends: anomalous whatever g and min lines."""
+        return (self.seen == 0) | (self.end & (self.probability < end_threshold))
 
     def _per_session(self, line_flags: np.ndarray) -> np.ndarray:
         starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
         return np.add.reduceat(line_flags.astype(np.int64), starts)
 
-    def session_counts(self, top_g: int, end_threshold: float, seen_before: np.ndarray | None = None,
-                       ) -> tuple[np.ndarray, np.ndarray]:
-        """Per session: whether it holds an unknown key or an unlikely end, and how many keys outside the top-g
-        (not excused) it holds. A session is anomalous at ``min_lines`` m when the first is true or the count
-        reaches m (what ``anomalous`` decides, for every m at once)."""
-        if not self.lengths:
-            return np.zeros(0, bool), np.zeros(0, np.int64)
-        outside = ~self.end & (self.ranks >= top_g) & (self.seen != 0)
-        if seen_before is not None:
-            outside &= ~seen_before
-        hard = (self.seen == 0) | (self.end & (self.probability < end_threshold))
-        return self._per_session(hard) > 0, self._per_session(outside)
+    def hard_sessions(self, end_threshold: float) -> np.ndarray:
+        """Per session: whether it holds an unknown key or an unlikely end (anomalous whatever g and min lines)."""
+        return self._per_session(self._hard_lines(end_threshold)) > 0 if self.lengths else np.zeros(0, bool)
+
+    def outside_counts(self, top_g: int, seen_before: np.ndarray | None = None) -> np.ndarray:
+        """Per session: how many known keys outside the top-g (not excused) it holds. A session is anomalous at
+        min lines m when ``hard_sessions`` says so or this count reaches m (what ``anomalous`` decides, for every
+        m and end threshold at once)."""
+        return self._per_session(self._outside_lines(top_g, seen_before)) if self.lengths else np.zeros(0, np.int64)
 
     def anomalous(self, top_g: int, end_threshold: float = 0.01, seen_before: np.ndarray | None = None,
                   min_lines: int = 1) -> np.ndarray:
@@ -471,7 +475,7 @@ def choose_top_g(ranks: LineRanks, truth: Sequence[bool], max_g: int,
     best = None
     for g in range(1, max_g + 1):
         for threshold in end_thresholds:
-            hard, outside = ranks.session_counts(g, threshold)
+            hard, outside = ranks.hard_sessions(threshold), ranks.outside_counts(g)
             for m in min_lines:
                 metrics = detection_metrics((hard | (outside >= m)).tolist(), truth)
                 rank = (metrics["f1"], -metrics["fpr"], g, -threshold, -m)
