@@ -17,8 +17,8 @@ import time
 import ray
 from common import Result, bench_lake, bench_parser, best_of
 
-from paylake.ml import features
-from paylake.ml.feature_build import _family, silver_connection
+from paylake.ml.fraud import features
+from paylake.ml.fraud.feature_build import _family, silver_connection
 from paylake.raycluster import init_ray
 from paylake.report import console, summary_table
 from paylake.settings import Settings, load_settings

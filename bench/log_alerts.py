@@ -22,10 +22,11 @@ import json
 import tempfile
 import uuid
 
+from hdfs_eval import wilson
+
 from paylake.extract.run import ExtractOptions, extract
-from paylake.ml.logbench import wilson
-from paylake.ml.logdata import read_sessions
-from paylake.ml.logseq import LogTrainOptions, train_logs
+from paylake.ml.logs.data import read_sessions
+from paylake.ml.logs.model import LogTrainOptions, train_logs
 from paylake.report import console, summary_table
 from paylake.security.alerts import MonitorOptions, monitor_logs
 from paylake.settings import load_settings
@@ -63,7 +64,8 @@ def main() -> None:
         refresh(settings)
         report = train_logs(settings, LogTrainOptions(model_name=model))
         console.print(f"trained {model} v{report.version}: h={report.window} g={report.top_g} end threshold "
-                      f"{report.end_threshold}; test split F1 {report.test['f1']:.3f}")
+                      f"{report.end_threshold}; test split F1 {report.test['f1']:.3f}, precision at 1 in 1,000 "
+                      f"{report.test['precision_at_mix']:.3f}")
         monitor_logs(settings, MonitorOptions(model_name=model, export_rows=args.export_rows))  # the past
         console.print(f"running {args.held_out} held-out sessions (seed 99)")
         generate_log_sessions(settings, db, sessions=args.held_out, anomalous_fraction=args.anomalous_fraction,

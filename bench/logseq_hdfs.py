@@ -1,4 +1,4 @@
-"""The log-sequence model (``paylake.ml.logseq``) on the public HDFS log-key sessions (DeepLog's benchmark).
+"""The log-sequence model (``paylake.ml.logs.model``) on the public HDFS log-key sessions (DeepLog's benchmark).
 
     .venv/bin/python bench/logseq_hdfs.py [--train F] [--normal F] [--abnormal F] [--workers 2]
         [--folds 4] [--outer-folds 5] [--min-lines 1 2 3 4 5]
@@ -14,7 +14,7 @@ followed by it occurred in normal training; 0: no memory) are chosen by K-fold
 cross-validation on the pool, never on the test sessions: each fold's LSTM
 learns the other folds and scores its fold's normal sessions and the validation
 abnormal ones (the best F1 at the paper's class mix, with a margin of one rank
-on the normal sessions: ``paylake.ml.logbench``). The session rule is chosen
+on the normal sessions: ``hdfs_eval``). The session rule is chosen
 alike: anomalous when it holds an unknown key, an unlikely end, or at least m
 keys outside the top g (m from ``--min-lines``; 1 is DeepLog's any line). The
 final LSTM learns the whole pool (the K fold models and it trained side by side
@@ -42,7 +42,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from paylake.ml.logbench import MEMORY_ORDERS, MIN_LINES, evaluate_hdfs, print_hdfs
+from hdfs_eval import MEMORY_ORDERS, MIN_LINES, evaluate_hdfs, print_hdfs
+
 from paylake.settings import load_settings
 
 

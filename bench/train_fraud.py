@@ -8,7 +8,7 @@ training rows), time split as ``paylake train fraud`` does. Ray Train's wall tim
 is split into start-up (controller, worker group, placement), data (shards read
 and encoded on the workers) and training proper (LightGBM, binning included);
 the plain run into data (encoding) and training. The start-up is broken down from Ray's task
-events (``paylake.ml.startup``: controller, worker group, train context, datasets). Target: training proper
+events (``startup``: controller, worker group, train context, datasets). Target: training proper
 ≤ 1.3x of the plain run's. Early stopping is off in both (a fixed number of
 rounds) so both grow the same number of trees.
 """
@@ -19,10 +19,10 @@ import dataclasses
 import time
 
 from common import bench_lake, bench_parser
+from startup import startup_phases
 
-from paylake.ml.feature_build import build_features
-from paylake.ml.fraud import Encoding, TrainOptions, fit_lightgbm, time_split, training_table
-from paylake.ml.startup import startup_phases
+from paylake.ml.fraud.feature_build import build_features
+from paylake.ml.fraud.training import Encoding, TrainOptions, fit_lightgbm, time_split, training_table
 from paylake.report import console, summary_table
 from paylake.settings import load_settings
 

@@ -82,21 +82,32 @@ def seeded(settings):
     return isolated, report
 
 
+def fraud_world(**changes):
+    """The fraud tests' world: 90 days of 1,000 customers, so that with the default 30-day label maturity
+    every window of the time split holds both classes (40 / 16 / 48 frauds)."""
+    import dataclasses
+
+    from paylake.sources.generator import SCALES
+
+    return dataclasses.replace(SCALES["tiny"], customers=1000, merchants=60, days=90, log_sessions=0, **changes)
+
+
+FRAUD_WORLD = fraud_world()
+
+
 @pytest.fixture(scope="session")
 def fraud_lake(settings, ray_cluster, tmp_path_factory):
     """Sources of their own with enough days and frauds for a time split, extracted into a
     lake of their own, silver built, fraud features computed once."""
-    import dataclasses
 
     from paylake.extract.run import extract
-    from paylake.ml.feature_build import build_features
-    from paylake.sources.generator import SCALES
+    from paylake.ml.fraud.feature_build import build_features
     from paylake.sources.migrate import isolated_sources
     from paylake.sources.seed import seed
     from paylake.transform.silver import build_silver
 
     isolated = isolated_sources(settings, "paylake_fraud")
-    seed(isolated, dataclasses.replace(SCALES["tiny"], customers=500, merchants=50, days=75, log_sessions=0))
+    seed(isolated, FRAUD_WORLD)
     here = isolated.model_copy(update={"lake_root": str(tmp_path_factory.mktemp("fraud-lake"))})
     extract(here)
     build_silver(here)
@@ -109,14 +120,11 @@ FRAUD_MODEL = f"paylake-fraud-test-{uuid.uuid4().hex[:8]}"  # fresh: its first v
 
 @pytest.fixture(scope="session")
 def trained_fraud(fraud_lake):
-    """The fraud model trained once on the fraud lake (1 worker), registered as ``FRAUD_MODEL`` v1."""
-    import datetime as dt
+    """The fraud model trained once on the fraud lake with the production defaults (2 workers), registered as
+    ``FRAUD_MODEL`` v1."""
+    from paylake.ml.fraud.training import TrainOptions, train_fraud
 
-    from paylake.ml.fraud import TrainOptions, train_fraud
-
-    return train_fraud(fraud_lake, TrainOptions(model_name=FRAUD_MODEL, experiment=FRAUD_MODEL,
-                                                maturity=dt.timedelta(days=10), max_rounds=200,
-                                                early_stopping_rounds=30))
+    return train_fraud(fraud_lake, TrainOptions(model_name=FRAUD_MODEL, experiment=FRAUD_MODEL))
 
 
 LOG_MODEL = f"paylake-logseq-test-{uuid.uuid4().hex[:8]}"  # a fresh registry entry: its first version is champion
@@ -173,6 +181,6 @@ def log_lake(settings, ray_cluster, tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_logs(log_lake):
     """The log model trained once (2 workers) on the log lake, registered as ``LOG_MODEL``."""
-    from paylake.ml.logseq import LogTrainOptions, train_logs
+    from paylake.ml.logs.model import LogTrainOptions, train_logs
 
     return train_logs(log_lake, LogTrainOptions(num_workers=2, windows=(4,), epochs=25, model_name=LOG_MODEL))

@@ -409,8 +409,8 @@ def features_command(
                                           "online store (schema feature_store of PostgreSQL).")] = True,
 ) -> None:
     """Silver → gold/features/fraud: point-in-time fraud features of every transaction (Ray tasks, DuckDB)."""
-    from paylake.ml.feature_build import build_features, feature_uri
-    from paylake.ml.online import PostgresOnlineStore, publish_state
+    from paylake.ml.fraud.feature_build import build_features, feature_uri
+    from paylake.ml.fraud.online import PostgresOnlineStore, publish_state
     from paylake.settings import load_settings
 
     settings = load_settings()
@@ -435,31 +435,44 @@ app.add_typer(train_app, name="train")
 @expected_failures
 def train_fraud_command(
     workers: Annotated[int, typer.Option(help="Ray Train workers training one model.")] = 2,
-    maturity_days: Annotated[int, typer.Option(help="Label maturity: younger transactions are not negatives.")] = 30,
+    maturity_days: Annotated[int, typer.Option(help="Label maturity: payments younger than this at the label "
+                                               "snapshot leave every window (their label is not known).")] = 30,
     test_fraction: Annotated[float, typer.Option(help="Share of the labelled days in the test window (the last "
                                                  "ones).")] = 0.15,
     valid_fraction: Annotated[float, typer.Option(help="Share of the days before it for validation.")] = 0.15,
     max_fpr: Annotated[float, typer.Option(help="Threshold rule: at most this share of legitimate payments "
                                            "flagged (on validation).")] = 0.01,
+    min_frauds: Annotated[int, typer.Option(help="Each window (train, validation, test) holds at least this "
+                                            "many frauds, or training stops.")] = 10,
+    min_legitimate: Annotated[int, typer.Option(help="... and at least this many legitimate payments.")] = 100,
 ) -> None:
     """LightGBM fraud model on Ray Train: time split, MLflow tracking, registry alias moved only on improvement."""
     import datetime as dt
 
-    from paylake.ml.fraud import TrainOptions, train_fraud
+    from paylake.ml.fraud.training import TrainOptions, train_fraud
     from paylake.settings import load_settings
 
     options = TrainOptions(num_workers=workers, maturity=dt.timedelta(days=maturity_days),
-                           test_fraction=test_fraction, valid_fraction=valid_fraction, max_fpr=max_fpr)
+                           test_fraction=test_fraction, valid_fraction=valid_fraction, max_fpr=max_fpr,
+                           min_window_frauds=min_frauds, min_window_legitimate=min_legitimate)
     with console.status("training") as status:
         report = train_fraud(load_settings(), options, progress=lambda m: status.update(m))
     names = ["auc_pr", "roc_auc", "recall_at_1pct_fpr", "precision_at_threshold", "recall_at_threshold",
              "fpr_at_threshold", "ece"]
+    test = report.windows["test"]
     models = (("model", f"LightGBM, {options.num_workers} workers"), ("logistic", "logistic regression"),
               ("rules", "amount/velocity rules"))
     console.print(summary_table(
-        f"fraud model on the test window ({report.rows['test']:,} rows, {report.frauds['test']:,} frauds)",
-        ["metric", *[label for _, label in models]],
+        f"fraud model on the test window {test.first}..{test.last} ({test.frauds:,} frauds, {test.legitimate:,} "
+        f"legitimate)", ["metric", *[label for _, label in models]],
         [(n, *[f"{report.metrics[key][n]:.4f}" for key, _ in models]) for n in names]))
+    low, high = report.auc_pr_interval
+    console.print(f"labels as of {report.labels_as_of:%Y-%m-%d %H:%M} (the newest status change extracted), "
+                  f"{options.maturity.days}-day maturity; " + "; ".join(str(w) for w in report.windows.values()),
+                  highlight=False)
+    console.print(f"test AUC-PR {report.metrics['model']['auc_pr']:.4f} [{low:.4f}, {high:.4f}] (day-block "
+                  f"bootstrap, 95 %); calibrated on validation: ECE {report.metrics['model']['ece_uncalibrated']:.4f}"
+                  f" -> {report.metrics['model']['ece']:.4f} on the test window", highlight=False)
     console.print(f"{report.model_name} v{report.version} → alias {report.alias} ({report.alias_reason}); "
                   f"threshold {report.threshold:.4f} (≤ {max_fpr:.1%} of legitimate payments on validation); "
                   f"feature table version {report.feature_version}; best round {report.best_iteration}; "
@@ -473,50 +486,46 @@ def train_logs_command(
     window: Annotated[list[int] | None, typer.Option(help="Window h to try (repeat the option); the best on "
                                                    "validation is kept.")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs per window.")] = 30,
-    hdfs: Annotated[bool, typer.Option(help="Also train and score the same model code on the public HDFS "
-                                       "sessions (../shared/data/hdfs) and print its figures.")] = True,
-    hdfs_folds: Annotated[int, typer.Option(help="K of the cross-validation choosing g, the end threshold, "
-                                             "the memory order and min lines on HDFS (K + 1 models trained).")] = 4,
-    hdfs_outer_folds: Annotated[int, typer.Option(help="HDFS test rounds: 1 scores one fixed test split; K > 1 "
-                                                   "nested cross-validation, every normal session tested once "
-                                                   "(K times the training).")] = 1,
     checkpoints_in_lake: Annotated[bool, typer.Option(help="Ray Train checkpoints under <lake_root>/checkpoints/ "
                                                       "(the lake's object store) instead of a local folder.")] = False,
+    false_alert_budget: Annotated[float, typer.Option(help="False alerts per 1,000 normal sessions the choice of g, "
+                                                      "the end threshold and min lines may spend.")] = 10.0,
+    production_mix: Annotated[float, typer.Option(help="Anomalous share of real sessions, for the precision "
+                                                  "reported.")] = 0.001,
+    ignore_labels: Annotated[bool, typer.Option("--ignore-labels", help="Treat the sessions as real logs (no "
+                                                "label): chosen and promoted on false alerts alone.")] = False,
 ) -> None:
     """Log-sequence anomaly model (LSTM next-key, DeepLog) on the normal database sessions of silver."""
-    from paylake.ml.logseq import LogTrainOptions, train_logs
+    from paylake.ml.logs.model import LogTrainOptions, train_logs
     from paylake.settings import load_settings
 
     options = LogTrainOptions(num_workers=workers, epochs=epochs, checkpoints_in_lake=checkpoints_in_lake,
-                              **({"windows": tuple(window)} if window else {}))
+                              false_alert_budget=false_alert_budget, production_mix=production_mix,
+                              ignore_labels=ignore_labels, **({"windows": tuple(window)} if window else {}))
     settings = load_settings()
     with console.status("training") as status:
         report = train_logs(settings, options, progress=lambda m: status.update(m))
-    names = ["precision", "recall", "f1", "fpr", "false_alerts_per_1000", "sessions", "anomalous"]
+    names = ["false_alerts_per_1000", "false_alerts_per_1000_high", "recall", "precision_at_mix",
+             "precision_at_mix_low", "sessions", "anomalous"]
     console.print(summary_table(
         f"log-sequence model, h={report.window}, g={report.top_g}, min lines {report.min_lines} (chosen on "
-        f"validation), "
-        f"{report.vocabulary_size} keys", ["metric", "validation", "test (held out)"],
+        f"validation within {false_alert_budget:g} false alerts per 1,000 normal sessions; precision at "
+        f"{production_mix:g} anomalous), {report.vocabulary_size} keys"
+        + ("" if report.labelled else "; no labels: false alerts only"), ["metric", "validation", "test (held out)"],
         [(n, f"{report.valid[n]:.4f}", f"{report.test[n]:.4f}") for n in names]))
-    console.print(summary_table("test sessions flagged, per scenario", ["scenario", "flagged", "sessions"],
-                                [(k, hit, total) for k, (hit, total) in sorted(report.per_scenario.items())]))
+    if report.labelled:
+        console.print(summary_table(
+            "test sessions flagged, per scenario", ["scenario", "flagged", "sessions", "without an unknown key"],
+            [(k, hit, total, "{}/{}".format(*report.per_scenario_known.get(k, (0, 0))))
+             for k, (hit, total) in sorted(report.per_scenario.items())]))
     skipped = ", ".join(f"{v} {k}" for k, v in report.skipped.items()) or "none"
     console.print(f"{report.model_name} v{report.version} → alias {report.alias} ({report.alias_reason}); "
                   f"sessions train/valid/test {report.sessions['train']}/{report.sessions['valid']}/"
                   f"{report.sessions['test']}; skipped: {skipped}; Ray Train {report.train_seconds:.1f} s; "
                   f"MLflow run {report.run_id}", highlight=False)
-    print(f"generated sessions (test): P {report.test['precision']:.4f} R {report.test['recall']:.4f} "
-          f"F1 {report.test['f1']:.4f}")
-    if hdfs:
-        from paylake.ml.logbench import HDFS_DATA, evaluate_hdfs, print_hdfs
-
-        if not HDFS_DATA.exists():
-            console.print(f"HDFS figures skipped: {HDFS_DATA} not found", style="yellow")
-            return
-        with console.status(f"HDFS: {hdfs_folds}-fold cross-validation and the final model (Ray Train)") as status:
-            result = evaluate_hdfs(settings, workers=workers, folds=hdfs_folds, outer_folds=hdfs_outer_folds,
-                                   progress=lambda m: status.update(f"HDFS: {m}"))
-        print_hdfs(result)
+    print(f"sessions (test): {report.test['false_alerts_per_1000']:.1f} false alerts per 1,000 normal sessions, "
+          f"recall {report.test['recall']:.4f}, precision at {production_mix:g} anomalous "
+          f"{report.test['precision_at_mix']:.4f}")
 
 
 monitor_app = typer.Typer(help="Security monitoring of the sources.", no_args_is_help=True)
@@ -650,7 +659,7 @@ def drift_command(
     training reference."""
     import datetime as dt
 
-    from paylake.ml.drift import DriftOptions, run_drift
+    from paylake.ml.fraud.drift import DriftOptions, run_drift
     from paylake.settings import load_settings
 
     since = None
@@ -671,10 +680,18 @@ def drift_command(
     scores = {None: "no champion to score with", True: "drifted", False: "stable"}[report.score_drifted]
     labels = ("no matured window yet" if report.label_drift is None else
               f"{'drifted' if report.label_drift.get('drifted') else 'stable'} (fraud share "
-              f"{report.label_drift['matured_rate']:.4f} vs {report.label_drift['reference_rate']:.4f})")
+              f"{report.label_drift['matured_rate']:.4f} vs {report.label_drift['reference_rate']:.4f}, "
+              f"p = {report.label_drift['p_value']:.3g})")
+    perf = report.performance
+    performance = ("not measured (no champion, or no matured window with both classes)" if perf is None else
+                   f"{'dropped' if perf['dropped'] else 'held'}: matured AUC-PR {perf['auc_pr']:.3f} "
+                   f"[{perf['auc_pr_interval'][0]:.3f}, {perf['auc_pr_interval'][1]:.3f}] vs "
+                   f"{perf['tested_auc_pr'] if perf['tested_auc_pr'] is not None else float('nan'):.3f} tested; "
+                   f"recall at threshold {perf['recall_at_threshold']:.3f} [{perf['recall_interval'][0]:.3f}, "
+                   f"{perf['recall_interval'][1]:.3f}] ({perf['frauds']} frauds)")
     console.print(f"drifted feature columns: {report.drifted_share:.0%} (threshold {drift_share:.0%}); scores: "
-                  f"{scores}; labels: {labels}; served scores: {_served_verdict(report.served)}; "
-                  f"report: {report.location}", highlight=False)
+                  f"{scores}; labels: {labels}; performance: {performance}; served scores: "
+                  f"{_served_verdict(report.served)}; report: {report.location}", highlight=False)
     if report.retrain_advised:
         console.print("[bold yellow]verdict: retraining advised[/] (paylake train fraud)")
         raise typer.Exit(3)

@@ -99,8 +99,8 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
     step("load → Snowflake", load)
 
     def fraud_features() -> str:
-        from paylake.ml.feature_build import build_features
-        from paylake.ml.online import PostgresOnlineStore, publish_state
+        from paylake.ml.fraud.feature_build import build_features
+        from paylake.ml.fraud.online import PostgresOnlineStore, publish_state
 
         report = build_features(settings)
         as_of = publish_state(settings, PostgresOnlineStore(settings))
@@ -125,14 +125,16 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
             return f"not trained: {exc}"
 
     def train() -> str:
-        from paylake.ml.feature_build import feature_uri
-        from paylake.ml.fraud import MODEL_NAME, TrainOptions, train_fraud
+        from paylake.ml.fraud.feature_build import feature_uri
+        from paylake.ml.fraud.training import MODEL_NAME, TrainOptions, train_fraud
 
         def describe(report) -> str:
-            model, logistic = report.metrics["model"], report.metrics["logistic"]
+            model, logistic, test = report.metrics["model"], report.metrics["logistic"], report.windows["test"]
+            low, high = report.auc_pr_interval
             return (f"{MODEL_NAME} v{report.version} ({report.alias}): test AUC-PR {model['auc_pr']:.3f} "
-                    f"(logistic {logistic['auc_pr']:.3f}, rules {report.metrics['rules']['auc_pr']:.3f}), "
-                    f"recall at 1% FPR {model['recall_at_1pct_fpr']:.3f}")
+                    f"[{low:.3f}, {high:.3f}] (logistic {logistic['auc_pr']:.3f}, rules "
+                    f"{report.metrics['rules']['auc_pr']:.3f}), recall at 1% FPR {model['recall_at_1pct_fpr']:.3f}; "
+                    f"test window {test.first}..{test.last}: {test.frauds:,} frauds, {test.legitimate:,} legitimate")
 
         return train_once(MODEL_NAME, "feature_table_version", feature_uri(settings),
                           lambda: train_fraud(settings, TrainOptions(), progress=lambda m: progress(f"[train] {m}")),
@@ -142,7 +144,7 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
 
     def drift() -> str:
         from paylake.errors import PaylakeError
-        from paylake.ml.drift import run_drift
+        from paylake.ml.fraud.drift import run_drift
 
         try:
             report = run_drift(settings)
@@ -155,14 +157,15 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
     step("drift (Evidently)", drift)
 
     def train_logs() -> str:
-        from paylake.ml.logseq import MODEL_NAME, LogTrainOptions, train_logs
+        from paylake.ml.logs.model import MODEL_NAME, LogTrainOptions, train_logs
 
         def describe(report) -> str:
             test = report.test
             return (f"{MODEL_NAME} v{report.version} ({report.alias}), h={report.window} g={report.top_g} "
-                    f"min lines {report.min_lines}: held-out sessions P {test['precision']:.3f} "
-                    f"R {test['recall']:.3f} F1 {test['f1']:.3f}, "
-                    f"{test['false_alerts_per_1000']:.0f} false alerts per 1,000 normal sessions")
+                    f"min lines {report.min_lines} (chosen within {LogTrainOptions().false_alert_budget:g} false "
+                    f"alerts per 1,000): held-out {test['false_alerts_per_1000']:.0f} false alerts per 1,000 normal "
+                    f"sessions (at most {test['false_alerts_per_1000_high']:.0f}), recall {test['recall']:.3f}, "
+                    f"precision at 1 anomalous in 1,000 {test['precision_at_mix']:.3f}")
 
         return train_once(MODEL_NAME, "silver_log_session_version", lake.table_uri(settings, "silver", "log_session"),
                           lambda: train_logs(settings, LogTrainOptions(),

@@ -12,14 +12,13 @@ import uuid
 import pytest
 
 from paylake.extract.run import extract
-from paylake.ml.drift import DriftOptions, run_drift
-from paylake.ml.feature_build import build_features
-from paylake.sources.generator import SCALES
+from paylake.ml.fraud.drift import DriftOptions, run_drift
+from paylake.ml.fraud.feature_build import build_features
 from paylake.sources.migrate import isolated_sources
 from paylake.sources.seed import seed
 from paylake.stores import lake
 from paylake.transform.silver import build_silver
-from tests.conftest import FRAUD_MODEL
+from tests.conftest import FRAUD_MODEL, fraud_world
 
 OPTIONS = DriftOptions(window=dt.timedelta(days=10), min_current_rows=100)
 
@@ -37,8 +36,7 @@ def test_evidently_imports_on_the_locked_pandas():
 def shifted(settings, ray_cluster, tmp_path_factory):
     """The same world as ``fraud_lake`` with its last 10 days shifted."""
     isolated = isolated_sources(settings, "paylake_drifted")
-    seed(isolated, dataclasses.replace(SCALES["tiny"], customers=500, merchants=50, days=75, log_sessions=0,
-                                       drift_days=10))
+    seed(isolated, fraud_world(drift_days=10))
     here = isolated.model_copy(update={"lake_root": str(tmp_path_factory.mktemp("drift-lake"))})
     extract(here)
     build_silver(here)
@@ -76,20 +74,20 @@ def _serve_current_window(settings, shift: float = 0.0) -> int:
     import duckdb
     import numpy as np
 
-    from paylake.ml.drift import _champion
-    from paylake.ml.feature_build import feature_uri
+    from paylake.ml.fraud.drift import _champion
+    from paylake.ml.fraud.feature_build import feature_uri
     from paylake.serving.records import ScoreRecorder, record
 
-    model, encoding, _, version = _champion(settings, FRAUD_MODEL)
+    champion = _champion(settings, FRAUD_MODEL)
     con = duckdb.connect()
     con.register("feature_rows", lake.dataset(settings, feature_uri(settings)))
     rows = con.sql(f"select * from feature_rows where datetime >= (select max(datetime) from feature_rows) - "
                    f"interval {OPTIONS.window.days} day").to_arrow_table()
     con.close()
-    scores = np.clip(model.predict(encoding.matrix(rows)) + shift, 0.0, 1.0)
+    scores = np.clip(champion.scorer.scores(rows) + shift, 0.0, 1.0)
     recorder = ScoreRecorder(settings, every_s=3600)
     for tid, score in zip(rows["transactionid"].to_pylist(), scores.tolist()):
-        recorder.add(record(f"drift-test-{tid}", tid, FRAUD_MODEL, version,
+        recorder.add(record(f"drift-test-{tid}", tid, FRAUD_MODEL, champion.version,
                             {"fraud_probability": score, "decision": "review" if score > 0.5 else "approve"}, 0, 1.0))
     recorder.close()
     assert recorder.written == rows.num_rows and recorder.last_error is None

@@ -11,10 +11,10 @@ import pyarrow.compute as pc
 import pytest
 
 from paylake.errors import ContractError
-from paylake.ml import features
-from paylake.ml.feature_build import build_features, feature_uri, silver_connection
-from paylake.ml.labels import CONFIRMATIONS_SQL
-from paylake.ml.online import PostgresOnlineStore, publish_state, transaction_features, transactions_features
+from paylake.ml.fraud import features
+from paylake.ml.fraud.feature_build import build_features, feature_uri, silver_connection
+from paylake.ml.fraud.labels import CONFIRMATIONS_SQL
+from paylake.ml.fraud.online import PostgresOnlineStore, publish_state, transaction_features, transactions_features
 from paylake.stores import lake
 
 

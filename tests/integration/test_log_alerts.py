@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from paylake.ml.logdata import read_sessions
-from paylake.ml.logseq import load_scorer
+from paylake.ml.logs.data import read_sessions
+from paylake.ml.logs.model import load_scorer
 from paylake.security.alerts import ALERT_TABLE, MonitorOptions, alert_uri, monitor_logs
 from paylake.sources.dblogs import SCENARIOS, generate_log_sessions
 from paylake.stores import lake, mongo

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-from paylake.ml.logseq import (
+from paylake.ml.logs.model import (
     LineRanks,
     LogModelConfig,
     average_models,

@@ -14,13 +14,13 @@ import pyarrow.compute as pc
 import pytest
 from mlflow import MlflowClient
 
-from paylake.ml.feature_build import feature_uri, silver_connection
-from paylake.ml.logdata import read_sessions, split
-from paylake.ml.online import PostgresOnlineStore, publish_state
+from paylake.ml.fraud.feature_build import feature_uri, silver_connection
+from paylake.ml.fraud.online import PostgresOnlineStore, publish_state
+from paylake.ml.fraud.scorer import FraudScorer
+from paylake.ml.logs.data import read_sessions, split
 from paylake.serving import records, schemas
 from paylake.serving.auth import KEYS_FILE_NAME, add_key
 from paylake.serving.deploy import up, wait_ready
-from paylake.serving.models import FraudModel
 from paylake.serving.sample import recent_transactions
 from paylake.stores import lake
 
@@ -148,8 +148,8 @@ def test_the_online_score_equals_the_batch_models_score_on_batch_features(servic
     body["datetime"] = body["datetime"].isoformat()
     answer = post(service, "/v1/fraud/score", {k: v for k, v in body.items() if v is not None})
     assert answer.status_code == 200, answer.text
-    model = FraudModel.load(fraud_lake, service["name"], "1")
-    batch_score = float(model.booster.predict(model.encoding.matrix(table.slice(int(table.num_rows * 0.9), 1)))[0])
+    model = FraudScorer.load(fraud_lake, service["name"], "1")
+    batch_score = float(model.scores(table.slice(int(table.num_rows * 0.9), 1))[0])
     assert answer.json()["results"][0]["fraud_probability"] == pytest.approx(batch_score, rel=1e-9, abs=1e-12)
     assert np.isfinite(batch_score)
 

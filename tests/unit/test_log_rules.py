@@ -6,10 +6,18 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import pytest
 
-from paylake.ml.logdata import clean_lines, to_sessions
-from paylake.ml.logkeys import line_key
-from paylake.ml.logseq import LineRanks, choose_top_g, detection_metrics
+from paylake.ml.logs.data import clean_lines, to_sessions
+from paylake.ml.logs.keys import line_key
+from paylake.ml.logs.model import (
+    LineRanks,
+    budget_metrics,
+    choose_under_budget,
+    detection_metrics,
+    precision_at_mix,
+    promotion_decision,
+)
 from paylake.security.alerts import alert_id, make_alert
 from paylake.security.rules import Catalog, evaluate, needed_checks, parse_statement_key
 
@@ -93,14 +101,15 @@ def test_detection_metrics_and_the_choice_of_g():
     ranks = LineRanks([2, 2, 2], np.array([5, 9, 6, 9, 7, 9]), np.array([2, 0, 0, 0, 1, 0]),
                       np.array([0.1, 0.9, 0.5, 0.9, 0.3, 0.9]), np.array([False, True] * 3),
                       np.zeros((6, 4), np.int64))
-    g, threshold, least, chosen = choose_top_g(ranks, [True, False, False], max_g=4, end_thresholds=(0.5,),
-                                               min_lines=(1, 2))
+    g, threshold, least, chosen = choose_under_budget(ranks, [True, False, False], max_g=4, budget=10,
+                                                      end_thresholds=(0.5,), min_lines=(1, 2))
     # g=1 flags a normal session; g=3 misses the anomaly; m=2 would miss its one line (ties go to m=1 anyway)
     assert (g, threshold, least) == (2, 0.5, 1) and chosen["f1"] == 1.0
     # an anomaly out of place twice and a normal session out of place once: only m=2 separates them
     twice = LineRanks([3, 3], np.array([5, 6, 9, 5, 6, 9]), np.array([3, 3, 0, 3, 0, 0]), np.full(6, 0.9),
                       np.array([False, False, True] * 2), np.zeros((6, 4), np.int64))
-    g, _, least, chosen = choose_top_g(twice, [True, False], max_g=4, end_thresholds=(0.5,), min_lines=(1, 2))
+    g, _, least, chosen = choose_under_budget(twice, [True, False], max_g=4, budget=10, end_thresholds=(0.5,),
+                                              min_lines=(1, 2))
     assert (least, chosen["f1"], chosen["fpr"]) == (2, 1.0, 0.0) and g <= 3
     # an end the model finds unlikely flags the session, whatever g
     early = LineRanks([2], np.array([5, 9]), np.array([0, 0]), np.array([0.9, 0.001]), np.array([False, True]),
@@ -109,13 +118,62 @@ def test_detection_metrics_and_the_choice_of_g():
     assert verdict.anomalous and verdict.lines[0]["position"] == 1 and verdict.lines[0]["seen"] == -1
 
 
+def normal_ranks(per_session: list[list[int]]) -> LineRanks:
+    """Sessions of known keys with the given ranks, each ending where the model expects it."""
+    lengths = [len(r) + 1 for r in per_session]
+    ranks = np.concatenate([np.r_[r, 0] for r in per_session])
+    end = np.concatenate([np.r_[np.zeros(len(r), bool), True] for r in per_session])
+    return LineRanks(lengths, np.where(end, 9, 5), ranks, np.full(len(ranks), 0.9), end,
+                     np.zeros((len(ranks), 8), np.int64))
+
+
+def test_without_labels_the_most_sensitive_setting_within_the_false_alert_budget_is_chosen():
+    # 200 normal sessions, unlabelled: 1 in 100 steps to rank 2, 1 in 40 to rank 1, the rest to rank 0
+    per_session = [[2] if i % 100 == 0 else [1] if i % 40 == 0 else [0] for i in range(200)]
+    ranks = normal_ranks(per_session)
+    truth = [False] * 200
+    # a budget of 10 per 1,000 allows 2 of 200: g=2 (2 false alerts) is the most sensitive within it
+    g, _, least, chosen = choose_under_budget(ranks, truth, max_g=5, budget=10, end_thresholds=(0.5,))
+    assert (g, least) == (2, 1) and chosen["false_alerts_per_1000"] == 10.0
+    # a budget of 4 per 1,000 allows none: g=3
+    g, _, _, chosen = choose_under_budget(ranks, truth, max_g=5, budget=4, end_thresholds=(0.5,))
+    assert g == 3 and chosen["fpr"] == 0.0
+    # labelled: recall first, within the budget (g=2 catches the rank-2 anomaly only at g <= 2)
+    truth = [i == 0 for i in range(200)]
+    g, _, _, chosen = choose_under_budget(ranks, truth, max_g=5, budget=10, end_thresholds=(0.5,))
+    assert g == 2 and chosen["recall"] == 1.0 and chosen["false_alerts_per_1000"] <= 10
+
+
+def test_precision_is_reported_at_the_production_mix_not_the_test_split_mix():
+    flags = [True] * 45 + [True] * 2 + [False] * 53  # 45 anomalies caught, 2 of 55 normal flagged
+    truth = [True] * 45 + [False] * 55
+    metrics = budget_metrics(flags, truth, mix=0.001)
+    assert metrics["precision"] > 0.95  # at the split's 45 % mix
+    assert metrics["precision_at_mix"] == pytest.approx(precision_at_mix(1.0, 2 / 55, 0.001))
+    assert metrics["precision_at_mix"] < 0.03 and metrics["precision_at_mix_low"] < metrics["precision_at_mix"]
+    assert metrics["false_alerts"] == 2 and metrics["false_alerts_per_1000_high"] > metrics["false_alerts_per_1000"]
+
+
+def test_a_log_model_is_promoted_for_fewer_false_alerts_not_for_a_tie():
+    def m(fa, recall):
+        return {"false_alerts_per_1000": fa, "recall": recall}
+
+    assert promotion_decision(m(2.0, 0.9), m(5.0, 0.9), labelled=True).promote
+    assert not promotion_decision(m(5.0, 0.9), m(5.0, 0.9), labelled=True).promote  # a tie
+    assert not promotion_decision(m(2.0, 0.8), m(5.0, 0.9), labelled=True).promote  # catches less
+    assert promotion_decision(m(5.0, 0.95), m(5.0, 0.9), labelled=True).promote
+    assert promotion_decision(m(2.0, 0.0), m(5.0, 0.0), labelled=False).promote  # real logs: alerts alone
+    decision = promotion_decision(m(6.0, 0.0), m(5.0, 0.0), labelled=False, champion="champion v3")
+    assert not decision.promote and "champion v3" in decision.reason
+
+
 def test_a_saved_scorer_loads_back_and_an_older_format_is_refused_clearly(tmp_path):
     import json
 
     import pytest
 
-    from paylake.ml.logkeys import Vocabulary
-    from paylake.ml.logseq import LogModelConfig, LogScorer, build_model
+    from paylake.ml.logs.keys import Vocabulary
+    from paylake.ml.logs.model import LogModelConfig, LogScorer, build_model
     from paylake.ml.registry import ChampionUnreadable
 
     vocabulary = Vocabulary.build([["a", "b", "c"]])

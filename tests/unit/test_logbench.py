@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from hdfs_eval import FoldScores, choose_on_validation, fold_indices
 
 from paylake.errors import PaylakeError
-from paylake.ml.logbench import FoldScores, choose_on_validation, fold_indices
-from paylake.ml.logseq import LineRanks
+from paylake.ml.logs.model import LineRanks
 
 
 def test_folds_partition_the_pool_in_equal_parts():
@@ -108,7 +108,7 @@ def test_the_choice_takes_a_session_rule_that_drops_lone_surprises():
 
 
 def test_nested_rounds_refuse_a_given_split_before_training(tmp_path):
-    from paylake.ml.logbench import evaluate_hdfs
+    from hdfs_eval import evaluate_hdfs
 
     given = tmp_path / "train.txt"
     given.write_text("5 22 5 11 9\n")

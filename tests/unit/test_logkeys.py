@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paylake.ml.logkeys import UNKNOWN, TemplateMiner, Vocabulary, line_key, mask, statement_shape
+from paylake.ml.logs.keys import UNKNOWN, TemplateMiner, Vocabulary, line_key, mask, statement_shape
 
 
 def stmt(sql: str, severity: str = "LOG", state: str = "00000") -> dict:
@@ -68,8 +68,8 @@ def test_the_template_miner_merges_messages_that_differ_in_values():
 def test_a_session_carries_per_line_parameters_beside_its_keys():
     import datetime as dt
 
-    from paylake.ml.logdata import to_sessions
-    from paylake.ml.logkeys import session_params
+    from paylake.ml.logs.data import to_sessions
+    from paylake.ml.logs.keys import session_params
 
     t0 = dt.datetime(2026, 12, 2, 23, 59, 50, tzinfo=dt.UTC)
     lines = [{"message": "connection received", "timestamp": t0},

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from paylake.ml.logdata import read_sessions
+from paylake.ml.logs.data import read_sessions
 from paylake.security import rules
 from paylake.settings import Settings
 from paylake.stores import lake
@@ -112,7 +112,7 @@ def _batch(settings: Settings, uri: str) -> int:
 def monitor_logs(settings: Settings, options: MonitorOptions = MonitorOptions(),
                  progress=lambda m: None) -> MonitorReport:
     """Score the sessions that arrived since the last run and raise their alerts (see the module docstring)."""
-    from paylake.ml.logseq import load_scorer
+    from paylake.ml.logs.model import load_scorer
 
     began = time.perf_counter()
     scorer, version = load_scorer(settings, options.model_name)

@@ -1,6 +1,6 @@
 """Rules beside the log-sequence model, for what rules catch better than a sequence model.
 
-They read a session's log keys (``paylake.ml.logkeys``: command, tables and
+They read a session's log keys (``paylake.ml.logs.keys``: command, tables and
 clause shape, never literals) and its lines' SQLSTATE codes, plus facts about
 the roles and tables that the OLTP server knows (``Catalog``):
 
@@ -93,7 +93,7 @@ def load_catalog(settings: Settings, sessions: Sequence) -> Catalog:
 
 
 def evaluate(session, catalog: Catalog, export_rows: int = DEFAULT_EXPORT_ROWS) -> list[dict]:
-    """The rules that fire on one session (``paylake.ml.logdata.LogSession``), each with its evidence."""
+    """The rules that fire on one session (``paylake.ml.logs.data.LogSession``), each with its evidence."""
     fired: dict[str, list[str]] = {}
     for number, (key, line) in enumerate(zip(session.keys, session.lines)):
         state = str(line.get("state_code") or "")

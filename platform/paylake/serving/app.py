@@ -130,11 +130,11 @@ class _ModelDeployment:
 @serve.deployment(name="fraud", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
 class FraudDeployment(_ModelDeployment):
     def __init__(self, options: dict) -> None:
-        from paylake.ml.online import PostgresOnlineStore
-        from paylake.serving.models import FraudModel
+        from paylake.ml.fraud.online import PostgresOnlineStore
+        from paylake.ml.fraud.scorer import FraudScorer
         from paylake.serving.records import ScoreRecorder
 
-        self._start(options, lambda o: o.fraud_model, FraudModel.load, self.score)
+        self._start(options, lambda o: o.fraud_model, FraudScorer.load, self.score)
         self.store = PostgresOnlineStore(self.settings, keep_connection=True)
         self.recorder = ScoreRecorder(self.settings, self.options.record_every_s) if self.options.record_scores \
             else None
@@ -163,8 +163,8 @@ class FraudDeployment(_ModelDeployment):
     def _score(self, items: list[dict]) -> list[dict]:
         """``items``: {"txn": validated transaction, "request_id": ...}; one result dict per item (an
         ``error`` key with a status when that item could not be scored)."""
-        from paylake.ml.features import validate_transaction
-        from paylake.ml.online import transactions_features
+        from paylake.ml.fraud.features import validate_transaction
+        from paylake.ml.fraud.online import transactions_features
         from paylake.serving.records import record
 
         started = time.perf_counter()
@@ -187,7 +187,7 @@ class FraudDeployment(_ModelDeployment):
             error = {"error": f"online feature store unavailable ({type(exc).__name__}): retry", "status": 503}
             return [error if i in ok else out[i] for i in range(len(items))]
         if rows:
-            predictions = loaded.model.predict(rows, self.options.top_features)
+            predictions = loaded.model.explain(rows, self.options.top_features)
             latency_ms = (time.perf_counter() - started) * 1000
             for i, row, prediction in zip(ok, rows, predictions):
                 txn = items[i]["txn"]
@@ -221,8 +221,8 @@ class LogsDeployment(_ModelDeployment):
         return await asyncio.to_thread(self._score, items)
 
     def _score(self, items: list[dict]) -> list[dict]:
-        from paylake.ml.logdata import clean_lines
-        from paylake.ml.logkeys import session_keys
+        from paylake.ml.logs.data import clean_lines
+        from paylake.ml.logs.keys import session_keys
 
         try:
             loaded = self.slot.get()

@@ -14,15 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
-import pyarrow as pa
 
 from paylake.errors import PaylakeError
 from paylake.settings import Settings
@@ -87,75 +82,9 @@ class ModelSlot:
 
 
 def alias_resolver(settings: Settings, name: str, alias: str) -> Callable[[], str | None]:
-    def resolve() -> str | None:
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
+    from paylake.ml import registry
 
-        try:
-            return str(MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias(name, alias).version)
-        except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
-                return None
-            raise
-    return resolve
-
-
-# ----------------------------------------------------------------------------- fraud
-@dataclass(frozen=True)
-class FraudModel:
-    """A registered LightGBM fraud model with what scoring needs from its metadata."""
-
-    booster: Any
-    encoding: Any  # paylake.ml.fraud.Encoding
-    threshold: float
-
-    @classmethod
-    def load(cls, settings: Settings, name: str, version: str) -> FraudModel:
-        import mlflow
-        from mlflow.models import Model
-
-        from paylake.ml.fraud import Encoding
-
-        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
-            metadata = Model.load(str(local / "MLmodel")).metadata or {}
-            booster = mlflow.lightgbm.load_model(str(local))
-        if "encoding" not in metadata or "threshold" not in metadata:
-            raise PaylakeError(f"{name} v{version} has no encoding/threshold metadata: retrain with "
-                               "'paylake train fraud'")
-        return cls(booster, Encoding.from_json(metadata["encoding"]), float(metadata["threshold"]))
-
-    def predict(self, rows: list[dict], top: int = 5) -> list[dict]:
-        """Probability, decision and the ``top`` features by |contribution| (LightGBM ``pred_contrib``)."""
-        table = pa.Table.from_pylist([{c: row.get(c) for c in self.encoding.columns} for row in rows])
-        matrix = self.encoding.matrix(table)
-        # one thread: a batch is a few dozen rows, and OpenMP's spinning threads would take the cores the
-        # replica's event loop and the other replicas need (measured: 0.24 s → see bench/README, serve rows)
-        scores = self.booster.predict(matrix, num_threads=1)
-        contributions = self.booster.predict(matrix, pred_contrib=True, num_threads=1)[:, :-1]  # last: the bias
-        values = matrix.to_numpy()
-        columns = list(self.encoding.columns)
-        categories = self.encoding.categories
-
-        def shown(j: int, value: float):  # a category's name rather than its code
-            if np.isnan(value):
-                return None
-            if columns[j] in categories:
-                names = categories[columns[j]]
-                return names[int(value)] if 0 <= value < len(names) else None
-            return float(value)
-
-        out = []
-        for i, score in enumerate(scores):
-            order = np.argsort(-np.abs(contributions[i]))[:top]
-            out.append({"fraud_probability": float(score),
-                        "decision": "fraud" if score >= self.threshold else "legit",
-                        "threshold": self.threshold,
-                        "top_features": [{"feature": columns[j],
-                                          "value": shown(j, values[i, j]),
-                                          "contribution": round(float(contributions[i, j]), 6)} for j in order]})
-        return out
+    return lambda: registry.alias_version(settings, name, alias)
 
 
 def load_log_scorer(settings: Settings, name: str, version: str):

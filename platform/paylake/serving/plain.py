@@ -20,15 +20,16 @@ from paylake.settings import load_settings
 
 
 def create_app(model_name: str, alias: str = "champion", max_body_bytes: int = 256 * 1024) -> FastAPI:
-    from paylake.ml.online import PostgresOnlineStore, transactions_features
+    from paylake.ml.fraud.online import PostgresOnlineStore, transactions_features
+    from paylake.ml.fraud.scorer import FraudScorer
     from paylake.serving.auth import LiveKeyring
-    from paylake.serving.models import FraudModel, alias_resolver
+    from paylake.serving.models import alias_resolver
 
     settings = load_settings()
     version = alias_resolver(settings, model_name, alias)()
     if version is None:
         raise SystemExit(f"no {model_name}@{alias}: run 'paylake train fraud' first")
-    model = FraudModel.load(settings, model_name, version)
+    model = FraudScorer.load(settings, model_name, version)
     store = PostgresOnlineStore(settings, keep_connection=True)
     serving_app._KEYS["ring"] = LiveKeyring(settings)
     api = FastAPI(title="paylake fraud scoring (plain uvicorn)")
@@ -39,7 +40,7 @@ def create_app(model_name: str, alias: str = "champion", max_body_bytes: int = 2
         rows = transactions_features(store, txns)
         out = [{"transactionid": txn["transactionid"], **prediction, "defaulted": list(row["defaulted"]),
                 "model": {"name": model_name, "version": version}}
-               for txn, row, prediction in zip(txns, rows, model.predict(rows))]
+               for txn, row, prediction in zip(txns, rows, model.explain(rows))]
         store.record_transactions(txns)
         return out
 

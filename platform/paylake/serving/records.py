@@ -5,7 +5,7 @@ the buffer to ``gold/serving/fraud_score`` (Delta, append) every
 ``every_s`` seconds or as soon as ``max_rows`` are waiting, and once more when
 the replica stops. Each write is one commit tagged with the replica's id and a
 batch number, so a retried write is not appended twice. Drift compares these
-served scores with the training scores (``paylake.ml.drift``).
+served scores with the training scores (``paylake.ml.fraud.drift``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ FIELDS = ["transactionid", "datetime", "customerid", "merchantid", "paymentmetho
 
 
 def recent_transactions(settings: Settings, n: int) -> list[dict]:
-    from paylake.ml.feature_build import silver_connection
+    from paylake.ml.fraud.feature_build import silver_connection
 
     con = silver_connection(settings)
     try:

@@ -18,7 +18,7 @@ point in time computed from silver; ``record_transaction`` and
 ``record_confirmation`` move it forward as payments and fraud confirmations
 happen (events older than the longest window are dropped by the next publish;
 reads never look further back); ``transaction_features`` reads a transaction's entities and runs the
-feature definition (``paylake.ml.features``) over them: the same SQL as the
+feature definition (``paylake.ml.fraud.features``) over them: the same SQL as the
 batch path, so the two agree (``tests/integration/test_fraud_features.py``).
 """
 
@@ -34,7 +34,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from paylake.ml import features
+from paylake.ml.fraud import features
 from paylake.settings import Settings
 from paylake.stores import postgres
 
@@ -249,7 +249,7 @@ def _rows(cur, schema: pa.Schema | None, name: str | None = None) -> pa.Table:
 def state_as_of(settings: Settings, as_of: dt.datetime) -> dict[str, pa.Table]:
     """The store's state at ``as_of`` from silver: the events of the last ``KEEP`` before it, first
     uses and the merchants' tallies before it (compacted to one row each), the dimensions."""
-    from paylake.ml.feature_build import silver_connection
+    from paylake.ml.fraud.feature_build import silver_connection
 
     con = silver_connection(settings)
     try:
@@ -279,7 +279,7 @@ def state_as_of(settings: Settings, as_of: dt.datetime) -> dict[str, pa.Table]:
 def publish_state(settings: Settings, store: OnlineStore, as_of: dt.datetime | None = None) -> dt.datetime:
     """Publish the state as of ``as_of`` (default: just after the last transaction in silver)."""
     if as_of is None:
-        from paylake.ml.feature_build import silver_connection
+        from paylake.ml.fraud.feature_build import silver_connection
 
         con = silver_connection(settings)
         try:

@@ -10,8 +10,16 @@ categories). Three checks:
 - **feature drift**: the monitored feature columns (cumulative counters such as
   a merchant's transactions so far grow by construction and are left out);
 - **prediction drift**: the champion's score distribution on both windows;
-- **label drift**: the fraud share of the latest *matured* window (labels
-  older than the maturity) against the reference, once such a window exists;
+- **label drift**: the fraud share of the latest *matured* window (the
+  ``window`` of payments ending ``maturity`` before the label snapshot, the
+  newest status change extracted: ``paylake.ml.fraud.labels``) against the
+  reference, by a two-sided two-proportion z-test (significant below
+  ``rate_alpha``), once such a window exists;
+- **performance** on that matured window, when it holds both classes: the
+  champion's AUC-PR with a day-block bootstrap interval and its recall at its
+  stored threshold with a Wilson interval, beside the figures it was promoted
+  on (its test window, from its MLflow run). A drop is significant when the
+  matured window's interval lies wholly below the test figure;
 - **served scores** (``gold/serving/fraud_score``, what Ray Serve answered): the
   scores the champion's version served since ``served_since`` (default: the
   last ``served_window`` of wall time) against its scores on the reference, and
@@ -23,7 +31,8 @@ The HTML report and a JSON summary (share of drifted columns, per-column
 decision, method and score, the verdict) go to the lake under
 ``reports/drift/<date>/`` and to MLflow (experiment ``paylake-drift``).
 Retraining is advised when the share of drifted feature columns reaches
-``drift_share``, or the scores (offline or served) drifted. Skew beyond
+``drift_share``, the scores (offline or served) drifted, or performance on the
+matured window dropped significantly. Skew beyond
 ``skew_tolerance`` is reported, not a retraining matter: it is a serving bug.
 """
 
@@ -40,8 +49,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from paylake.errors import PaylakeError
-from paylake.ml import features
-from paylake.ml.labels import CONFIRMATIONS_SQL, DEFAULT_MATURITY
+from paylake.ml import registry
+from paylake.ml.evaluation import OneClassWindow, recall_at, two_proportions, wilson
+from paylake.ml.fraud import features
+from paylake.ml.fraud.labels import CONFIRMATIONS_SQL, DEFAULT_MATURITY, SNAPSHOT_SQL
+from paylake.ml.fraud.scorer import FraudScorer
 from paylake.settings import Settings
 from paylake.stores import lake
 
@@ -62,6 +74,8 @@ class DriftOptions:
     served_since: dt.datetime | None = None  # overrides served_window (e.g. since the last promotion)
     min_served_rows: int = 100  # fewer served scores tell nothing about their distribution
     skew_tolerance: float = 1e-6
+    rate_alpha: float = 0.01  # the fraud-rate test's significance level
+    bootstrap_resamples: int = 1000
 
 
 @dataclass
@@ -73,6 +87,7 @@ class DriftReport:
     columns: dict[str, dict] = field(default_factory=dict)  # column -> {drifted, method, score}
     score_drifted: bool | None = None  # None: no champion model to score with
     label_drift: dict | None = None  # None: no matured window yet
+    performance: dict | None = None  # None: no champion, no matured window, or one class in it
     served: dict | None = None  # None: no champion, or no scores served by its version since served_since
     retrain_advised: bool = False
     location: str = ""
@@ -85,33 +100,34 @@ def monitored_columns() -> tuple[list[str], list[str]]:
     return numerical, list(features.CATEGORICAL)
 
 
-def _champion(settings: Settings, name: str):
-    """(pyfunc model, its encoding, its training reference end, its version) or None when there is no
-    champion."""
-    import mlflow
+@dataclass(frozen=True)
+class Champion:
+    scorer: FraudScorer
+    version: str
+    train_until: dt.datetime | None  # where its training reference ends
+    tested: dict[str, float]  # the figures it was registered with (its test window): auc_pr, recall_at_threshold
+
+
+def _champion(settings: Settings, name: str) -> Champion | None:
+    """The champion (scorer, version, training reference end, test figures), or None when there is none."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    from paylake.ml.fraud import Encoding
-
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    try:
-        version = client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
+    version = registry.champion_version(settings, name)
+    if version is None:
         return None
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    metadata = model.metadata.metadata or {}
-    params = client.get_run(version.run_id).data.params
-    until = params.get("train_until")
-    return (model, Encoding.from_json(metadata["encoding"]), dt.datetime.fromisoformat(until) if until else None,
-            str(version.version))
+    scorer = FraudScorer.load(settings, name, version)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(client.get_model_version(name, version).run_id)
+    until = run.data.params.get("train_until")
+    tested = {k: run.data.metrics[f"test_model_{k}"] for k in ("auc_pr", "recall_at_threshold")
+              if f"test_model_{k}" in run.data.metrics}
+    return Champion(scorer, version, dt.datetime.fromisoformat(until) if until else None, tested)
 
 
 def _windows(settings: Settings, options: DriftOptions, reference_end: dt.datetime | None):
     import duckdb
 
-    from paylake.ml.feature_build import feature_uri
+    from paylake.ml.fraud.feature_build import feature_uri
     from paylake.transform.silver import entity_uri
 
     uri = feature_uri(settings)
@@ -125,6 +141,8 @@ def _windows(settings: Settings, options: DriftOptions, reference_end: dt.dateti
         ((first, as_of),) = con.execute("select min(datetime), max(datetime) from feature_rows").fetchall()
         if as_of is None:
             raise PaylakeError("the feature table is empty")
+        ((snapshot,),) = con.execute(SNAPSHOT_SQL).fetchall()
+        snapshot = snapshot or first  # no status change yet: no label known
         current_from = as_of - options.window
         reference_from = first + options.warm_up
         reference_to = min(reference_end or current_from, current_from)
@@ -137,27 +155,28 @@ def _windows(settings: Settings, options: DriftOptions, reference_end: dt.dateti
                     " from feature_rows f left join confirmations c using (transactionid)")
         reference = con.sql(f"select * from ({labelled}) where datetime >= ?::timestamptz and datetime < "
                             f"?::timestamptz using sample reservoir({int(options.reference_rows)} rows) repeatable (7)",
-                            params=[as_of, reference_from, reference_to]).to_arrow_table()
+                            params=[snapshot, reference_from, reference_to]).to_arrow_table()
         current = con.sql(f"select * from ({labelled}) where datetime >= ?::timestamptz",
-                          params=[as_of, current_from]).to_arrow_table()
-        matured_to = as_of - options.maturity
+                          params=[snapshot, current_from]).to_arrow_table()
+        matured_to = snapshot - options.maturity
         matured = None
         if matured_to - options.window >= reference_to:
             matured = con.sql(f"select * from ({labelled}) where datetime >= ?::timestamptz and datetime < "
-                              "?::timestamptz", params=[as_of, matured_to - options.window, matured_to]).to_arrow_table()
+                              "?::timestamptz", params=[snapshot, matured_to - options.window, matured_to]
+                              ).to_arrow_table()
     finally:
         con.close()
     return reference, current, matured, as_of
 
 
-def _served(settings: Settings, options: DriftOptions, model, encoding, version: str,
+def _served(settings: Settings, options: DriftOptions, scorer: FraudScorer, version: str,
             reference_scores) -> dict | None:
     """The served-score check: distribution against the reference, and training-serving skew."""
     import duckdb
     import numpy as np
     import pandas as pd
 
-    from paylake.ml.feature_build import feature_uri
+    from paylake.ml.fraud.feature_build import feature_uri
     from paylake.serving.records import table_uri
 
     uri = table_uri(settings)
@@ -194,11 +213,47 @@ def _served(settings: Settings, options: DriftOptions, model, encoding, version:
         result.update(decision.get("score", {}))
     skew = {"matched": 0, "max_abs_diff": None, "over_tolerance": 0}
     if batch.num_rows:
-        diffs = np.abs(batch["served_score"].to_numpy() - np.asarray(model.predict(encoding.matrix(batch))))
+        diffs = np.abs(batch["served_score"].to_numpy() - scorer.scores(batch))
         skew = {"matched": batch.num_rows, "max_abs_diff": float(diffs.max()),
                 "over_tolerance": int((diffs > options.skew_tolerance).sum())}
     result["skew"] = skew
     return result
+
+
+def _label_drift(reference: pa.Table, matured: pa.Table, alpha: float) -> dict:
+    """The matured window's fraud rate against the reference's: two-proportion z-test."""
+    ref_frauds, mat_frauds = int(pc.sum(reference["label"]).as_py() or 0), int(pc.sum(matured["label"]).as_py() or 0)
+    p_value = two_proportions(mat_frauds, matured.num_rows, ref_frauds, reference.num_rows)
+    return {"reference_rate": ref_frauds / max(reference.num_rows, 1), "matured_rate": mat_frauds / matured.num_rows,
+            "matured_frauds": mat_frauds, "matured_rows": matured.num_rows,
+            "matured_rate_interval": list(wilson(mat_frauds, matured.num_rows)), "p_value": p_value,
+            "drifted": bool(p_value < alpha)}
+
+
+def _performance(champion: Champion, matured: pa.Table, options: DriftOptions) -> dict | None:
+    """The champion's AUC-PR and recall at its threshold on the matured window, with intervals, against the
+    figures it was registered with; None when the window holds one class."""
+    import numpy as np
+
+    from paylake.ml.fraud.training import auc_pr_interval, days_of
+
+    labels = matured["label"].to_numpy()
+    scores = champion.scorer.scores(matured)
+    try:
+        auc_pr = auc_pr_interval(labels, scores, days_of(matured), options.bootstrap_resamples)
+    except OneClassWindow:
+        return None
+    frauds = int(np.sum(labels))
+    caught = int(np.sum((scores >= champion.scorer.threshold) & (labels == 1)))
+    recall_low, recall_high = wilson(caught, frauds)
+    tested_auc, tested_recall = champion.tested.get("auc_pr"), champion.tested.get("recall_at_threshold")
+    auc_dropped = tested_auc is not None and auc_pr.high < tested_auc
+    recall_dropped = tested_recall is not None and recall_high < tested_recall
+    return {"frauds": frauds, "rows": matured.num_rows, "auc_pr": auc_pr.estimate,
+            "auc_pr_interval": [auc_pr.low, auc_pr.high], "recall_at_threshold": recall_at(
+                labels, scores, champion.scorer.threshold), "recall_interval": [recall_low, recall_high],
+            "tested_auc_pr": tested_auc, "tested_recall_at_threshold": tested_recall,
+            "auc_pr_dropped": auc_dropped, "recall_dropped": recall_dropped, "dropped": auc_dropped or recall_dropped}
 
 
 def _evidently(reference, current, numerical: list[str], categorical: list[str], drift_share: float):
@@ -237,7 +292,7 @@ def run_drift(settings: Settings, options: DriftOptions = DriftOptions()) -> Dri
 
     begin = time.perf_counter()
     champion = _champion(settings, options.model_name)
-    reference, current, matured, as_of = _windows(settings, options, champion[2] if champion else None)
+    reference, current, matured, as_of = _windows(settings, options, champion.train_until if champion else None)
     if current.num_rows < options.min_current_rows or reference.num_rows < options.min_current_rows:
         raise PaylakeError(f"too few payments to compare: {current.num_rows:,} in the current window (the "
                            f"{options.window.days} day(s) up to {as_of:%Y-%m-%d %H:%M}), {reference.num_rows:,} in the "
@@ -246,9 +301,8 @@ def run_drift(settings: Settings, options: DriftOptions = DriftOptions()) -> Dri
     ref_frame, cur_frame = _frame(reference, numerical, categorical), _frame(current, numerical, categorical)
     watched = list(numerical)
     if champion is not None:
-        model, encoding, _, _ = champion
-        ref_frame["score"] = model.predict(encoding.matrix(reference))
-        cur_frame["score"] = model.predict(encoding.matrix(current))
+        ref_frame["score"] = champion.scorer.scores(reference)
+        cur_frame["score"] = champion.scorer.scores(current)
         watched.append("score")
     snapshot, decisions = _evidently(ref_frame, cur_frame, watched, categorical, options.drift_share)
     feature_columns = [c for c in decisions if c != "score"]
@@ -258,29 +312,29 @@ def run_drift(settings: Settings, options: DriftOptions = DriftOptions()) -> Dri
     if champion is not None and "score" in decisions:
         report.score_drifted = decisions["score"]["drifted"]
     if matured is not None and matured.num_rows:
-        import pandas as pd
-
-        _, labels = _evidently(pd.DataFrame({"label": reference["label"].to_pylist()}).astype(str),
-                               pd.DataFrame({"label": matured["label"].to_pylist()}).astype(str), [], ["label"], 1.0)
-        report.label_drift = dict(labels.get("label", {}), reference_rate=float(pc.mean(reference["label"])
-                                                                                .as_py()),
-                                  matured_rate=float(pc.mean(matured["label"]).as_py()))
+        report.label_drift = _label_drift(reference, matured, options.rate_alpha)
+        if champion is not None:
+            report.performance = _performance(champion, matured, options)
     if champion is not None:
-        model, encoding, _, version = champion
-        report.served = _served(settings, options, model, encoding, version, ref_frame["score"])
+        report.served = _served(settings, options, champion.scorer, champion.version, ref_frame["score"])
     served_drifted = bool(report.served and report.served.get("drifted"))
-    report.retrain_advised = drifted >= options.drift_share or bool(report.score_drifted) or served_drifted
+    dropped = bool(report.performance and report.performance["dropped"])
+    report.retrain_advised = (drifted >= options.drift_share or bool(report.score_drifted) or served_drifted
+                              or dropped)
     report.seconds = time.perf_counter() - begin
     summary = {"as_of": as_of.isoformat(), "reference_rows": report.reference_rows,
                "current_rows": report.current_rows, "drifted_share": drifted, "drift_share_threshold":
                options.drift_share, "columns": report.columns, "score_drifted": report.score_drifted,
-               "label_drift": report.label_drift, "served": report.served,
+               "label_drift": report.label_drift, "performance": report.performance, "served": report.served,
                "retrain_advised": report.retrain_advised}
     report.location = _store(settings, snapshot, summary, as_of)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"drift-{as_of:%Y%m%d}"):
         metrics = {"drifted_share": drifted, "retrain_advised": float(report.retrain_advised)}
+        if report.performance:
+            metrics.update({"matured_auc_pr": report.performance["auc_pr"],
+                            "matured_recall_at_threshold": report.performance["recall_at_threshold"]})
         if report.served:
             metrics["served_rows"] = report.served["rows"]
             if report.served["skew"]["matched"]:

@@ -27,7 +27,7 @@ def example_input(lines) -> pd.DataFrame:
 
 class LogSeqModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from paylake.ml.logseq import LogScorer
+        from paylake.ml.logs.model import LogScorer
 
         self.scorer = LogScorer.load(Path(context.artifacts["scorer"]))
 

@@ -1,6 +1,6 @@
 """Batch fraud features for all history: silver → ``gold/features/fraud`` (Delta, versioned).
 
-The feature definition (``paylake.ml.features``) is run over the whole of
+The feature definition (``paylake.ml.fraud.features``) is run over the whole of
 silver: the four input relations are views over the silver Delta tables
 (``events`` every transaction with its location's country, ``first_seen``
 the first use of each device and country per customer, ``merchant_tally`` one
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import ray
 
-from paylake.ml import features
-from paylake.ml.labels import CONFIRMATIONS_SQL
+from paylake.ml.fraud import features
+from paylake.ml.fraud.labels import CONFIRMATIONS_SQL
 from paylake.settings import Settings
 from paylake.stores import lake
 from paylake.transform.silver import entity_uri

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from paylake.ml.logkeys import session_keys, session_params
+from paylake.ml.logs.keys import session_keys, session_params
 from paylake.settings import Settings
 from paylake.stores import lake
 

@@ -1,6 +1,6 @@
 """The log-sequence anomaly model (DeepLog): predict a session's next log key from the h before it.
 
-Sessions are sequences of key indices (``paylake.ml.logkeys.Vocabulary``; 0 is
+Sessions are sequences of key indices (``paylake.ml.logs.keys.Vocabulary``; 0 is
 the unknown key). Two more indices follow the vocabulary: ``config.pad`` (the
 start-of-session padding, not the unknown key) and ``config.end`` (end of
 session). Training windows are every (h keys → next key) pair of the *normal*
@@ -25,7 +25,15 @@ that leave the learnt steps once while anomalies do so several times). Its
 score is the largest rank-surprise of its lines (0 = every key was the top
 prediction, 1 = a key outside the top-g or an unlikely end). h, g, the end
 threshold and min lines are chosen on a validation split, never on the test
-data.
+data, under a **false-alert budget** (``choose_under_budget``): among the
+settings whose false alerts stay within ``false_alert_budget`` per 1,000
+normal validation sessions, the one that catches the most validation anomalies;
+ties, and sessions without labels (real logs: nothing to measure recall on),
+go to the most sensitive setting (smaller g, larger end threshold, fewer min
+lines). F1 at the validation split's class mix (about 45 % anomalies on the
+generated sessions) would reward alerting on everything; precision is
+reported at a stated production mix (``production_mix``, 1 anomalous session
+per 1,000 by default) from the measured recall and false-alert rate.
 
 Optional, for rare but normal transitions (``transition_memory``): a key outside
 the top-g is excused when the same n keys followed by it occurred in the normal
@@ -38,6 +46,7 @@ probabilities (less dependent on one initialisation).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import tempfile
 import time
@@ -47,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from paylake.ml import registry
 from paylake.settings import Settings
 
 
@@ -382,7 +392,7 @@ class LogScorer:
 
     model: object
     config: LogModelConfig
-    vocabulary: object  # paylake.ml.logkeys.Vocabulary
+    vocabulary: object  # paylake.ml.logs.keys.Vocabulary
 
     def score_keys(self, sessions: Sequence[Sequence[str]]) -> list[dict]:
         """Per session: ``anomalous``, ``decision``, ``score`` and the anomalous lines (line number, the key
@@ -412,8 +422,8 @@ class LogScorer:
         """One session from its raw log lines (a ``Log`` document's ``lines``); a ContractError names what is
         wrong with malformed input."""
         from paylake.errors import ContractError
-        from paylake.ml.logdata import clean_lines
-        from paylake.ml.logkeys import session_keys
+        from paylake.ml.logs.data import clean_lines
+        from paylake.ml.logs.keys import session_keys
 
         cleaned, reason = clean_lines(lines)
         if reason is not None:
@@ -436,7 +446,7 @@ class LogScorer:
 
         import torch
 
-        from paylake.ml.logkeys import Vocabulary
+        from paylake.ml.logs.keys import Vocabulary
         from paylake.ml.registry import ChampionUnreadable
 
         saved = json.loads((folder / "config.json").read_text())
@@ -467,21 +477,51 @@ def detection_metrics(flags: Sequence[bool], truth: Sequence[bool]) -> dict[str,
 END_THRESHOLDS = (0.03, 0.01, 0.003, 0.001, 0.0003)
 
 
-def choose_top_g(ranks: LineRanks, truth: Sequence[bool], max_g: int,
-                 end_thresholds: Sequence[float] = END_THRESHOLDS,
-                 min_lines: Sequence[int] = (1,)) -> tuple[int, float, int, dict[str, float]]:
-    """g, the end threshold and the session rule's min lines with the best F1 on these (validation) sessions;
-    ties: fewer false positives, then the larger g, then the smaller threshold, then the smaller min lines."""
+def precision_at_mix(recall: float, fpr: float, mix: float) -> float:
+    """Precision when ``mix`` of the sessions are anomalous, from recall and the false-positive rate."""
+    caught, false = recall * mix, fpr * (1 - mix)
+    return caught / (caught + false) if caught + false else 0.0
+
+
+def budget_metrics(flags: Sequence[bool], truth: Sequence[bool], mix: float) -> dict[str, float]:
+    """``detection_metrics`` plus the false-alert rate's Wilson upper bound (95 %) and precision at ``mix``
+    (from the measured rate and from its upper bound: the worst case the data allows)."""
+    from paylake.ml.evaluation import wilson
+
+    metrics = detection_metrics(flags, truth)
+    negatives = int(metrics["sessions"] - metrics["anomalous"])
+    false = round(metrics["fpr"] * negatives)
+    high = wilson(false, negatives)[1] if negatives else 1.0
+    return {**metrics, "false_alerts": float(false), "false_alerts_per_1000_high": 1000 * high,
+            "precision_at_mix": precision_at_mix(metrics["recall"], metrics["fpr"], mix),
+            "precision_at_mix_low": precision_at_mix(metrics["recall"], high, mix)}
+
+
+def choose_under_budget(ranks: LineRanks, truth: Sequence[bool], max_g: int, budget: float,
+                        end_thresholds: Sequence[float] = END_THRESHOLDS,
+                        min_lines: Sequence[int] = (1,)) -> tuple[int, float, int, dict[str, float]]:
+    """g, the end threshold and min lines under a false-alert budget (``budget`` per 1,000 of the normal
+    sessions here, rounded down to whole sessions): the most recall among the settings within it, then the most
+    sensitive (smaller g, larger end threshold, smaller min lines); sessions without an anomaly among them (real,
+    unlabelled logs) are chosen by sensitivity alone. When no setting keeps within the budget, the one with the
+    fewest false alerts."""
+    truth_array = np.asarray(truth, dtype=bool)
+    normal = ~truth_array
+    allowed = int(np.floor(budget * int(normal.sum()) / 1000 + 1e-9))
+    positives = max(int(truth_array.sum()), 1)
     best = None
     for g in range(1, max_g + 1):
         for threshold in end_thresholds:
             hard, outside = ranks.hard_sessions(threshold), ranks.outside_counts(g)
             for m in min_lines:
-                metrics = detection_metrics((hard | (outside >= m)).tolist(), truth)
-                rank = (metrics["f1"], -metrics["fpr"], g, -threshold, -m)
+                flags = hard | (outside >= m)
+                false = int((flags & normal).sum())
+                recall = int((flags & truth_array).sum()) / positives
+                rank = ((1, recall, 0, -g, threshold, -m) if false <= allowed else (0, 0.0, -false, -g, threshold, -m))
                 if best is None or rank > best[0]:
-                    best = (rank, g, threshold, m, metrics)
-    return best[1], best[2], best[3], best[4]
+                    best = (rank, g, threshold, m, flags)
+    _, g, threshold, m, flags = best
+    return g, threshold, m, detection_metrics(flags.tolist(), truth_array.tolist())
 
 
 # ----------------------------------------------------------------------------- the job
@@ -495,6 +535,9 @@ class LogTrainOptions:
     windows: tuple[int, ...] = (4, 8)  # h candidates, chosen on validation
     max_g: int = 10
     min_lines: tuple[int, ...] = (1, 2, 3)  # session rules chosen on validation (1: any line)
+    false_alert_budget: float = 10.0  # false alerts per 1,000 normal sessions the choice may spend
+    production_mix: float = 0.001  # anomalous share of the sessions, for the precision reported
+    ignore_labels: bool = False  # treat the sessions as real logs: no label, no scenario
     epochs: int = 30
     valid_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -521,6 +564,8 @@ class LogTrainReport:
     valid: dict[str, float]
     test: dict[str, float]
     per_scenario: dict[str, tuple[int, int]]  # scenario -> (flagged, sessions) on test
+    per_scenario_known: dict[str, tuple[int, int]]  # the same, sessions without an unknown key only
+    labelled: bool  # False: real logs, chosen and promoted on false alerts alone
     train_seconds: float
     run_id: str
 
@@ -534,10 +579,9 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
     from mlflow.models import infer_signature
 
     from paylake.errors import PaylakeError
-    from paylake.ml import registry
-    from paylake.ml.logdata import read_sessions, split
-    from paylake.ml.logkeys import Vocabulary
-    from paylake.ml.logseq_pyfunc import LogSeqModel, example_input
+    from paylake.ml.logs.data import read_sessions, split
+    from paylake.ml.logs.keys import Vocabulary
+    from paylake.ml.logs.pyfunc import LogSeqModel, example_input
     from paylake.raycluster import init_ray
     from paylake.stores import lake
 
@@ -545,6 +589,9 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
     progress("reading silver/log_session")
     silver_version = lake.table_version(settings, lake.table_uri(settings, "silver", "log_session"))
     data = read_sessions(settings)
+    if options.ignore_labels:
+        data.sessions = [dataclasses.replace(s, label=None, scenario=None) for s in data.sessions]
+    labelled = any(s.label is not None for s in data.sessions)
     parts = split(data.sessions, options.valid_fraction, options.test_fraction)
     if len(parts["train"]) < options.min_train_sessions:
         raise PaylakeError(f"{len(parts['train'])} normal session(s) to train on (need {options.min_train_sessions}):"
@@ -567,25 +614,36 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
     for model, config in zip(models, configs):
         max_g = min(options.max_g, len(vocabulary) - 1)
         ranks = line_ranks(model, [vocabulary.encode(s.keys) for s in parts["valid"]], config.window, max_g)
-        g, threshold, least, metrics = choose_top_g(ranks, truth["valid"], max_g, min_lines=options.min_lines)
-        candidates.append(((metrics["f1"], -metrics["fpr"], -config.window), config.window, g, threshold, least,
-                           metrics, model, config))
-    _, window, top_g, end_threshold, min_lines, valid_metrics, model, config = max(candidates, key=lambda c: c[0])
+        g, threshold, least, metrics = choose_under_budget(ranks, truth["valid"], max_g, options.false_alert_budget,
+                                                           min_lines=options.min_lines)
+        within = metrics["false_alerts_per_1000"] <= options.false_alert_budget
+        candidates.append(((within, metrics["recall"] if within else -metrics["fpr"], -config.window), config.window,
+                           g, threshold, least, metrics, model, config))
+    _, window, top_g, end_threshold, min_lines, _, model, config = max(candidates, key=lambda c: c[0])
     scorer = LogScorer(model, LogModelConfig(**{**config.__dict__, "top_g": top_g, "end_threshold": end_threshold,
                                                 "min_lines": min_lines}), vocabulary)
+    valid_metrics = budget_metrics([r["anomalous"] for r in scorer.score_keys([s.keys for s in parts["valid"]])],
+                                   truth["valid"], options.production_mix)
     results = scorer.score_keys([s.keys for s in parts["test"]])
     flags = [r["anomalous"] for r in results]
-    test_metrics = detection_metrics(flags, truth["test"])
+    test_metrics = budget_metrics(flags, truth["test"], options.production_mix)
     per_scenario: dict[str, tuple[int, int]] = {}
+    per_scenario_known: dict[str, tuple[int, int]] = {}
     for session, flagged in zip(parts["test"], flags):
-        hit, total = per_scenario.get(session.scenario or "-", (0, 0))
-        per_scenario[session.scenario or "-"] = (hit + flagged, total + 1)
+        name = session.scenario or "-"
+        hit, total = per_scenario.get(name, (0, 0))
+        per_scenario[name] = (hit + flagged, total + 1)
+        if all(vocabulary.index(k) != 0 for k in session.keys):  # no key unknown to the model
+            hit, total = per_scenario_known.get(name, (0, 0))
+            per_scenario_known[name] = (hit + flagged, total + 1)
 
     progress("logging to MLflow")
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(options.experiment)
     with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as folder:
-        mlflow.log_params({"num_workers": options.num_workers, "window": window, "top_g": top_g,
+        mlflow.log_params({"false_alert_budget_per_1000": options.false_alert_budget, "labelled": labelled,
+                           "production_mix": options.production_mix,
+                           "num_workers": options.num_workers, "window": window, "top_g": top_g,
                            "end_threshold": end_threshold, "min_lines": min_lines,
                            "windows_tried": ",".join(map(str, options.windows)), "epochs": options.epochs,
                            "silver_log_session_version": silver_version,
@@ -609,29 +667,45 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
 
     test_lines = [list(s.lines) for s in parts["test"]]
 
-    def champion_f1(uri: str) -> float:
+    def decide(uri: str, current: str) -> registry.Decision:
         champion = mlflow.pyfunc.load_model(uri).unwrap_python_model().scorer
-        return detection_metrics([champion.score_lines(lines)["anomalous"] for lines in test_lines],
-                                 truth["test"])["f1"]
+        theirs = detection_metrics([champion.score_lines(lines)["anomalous"] for lines in test_lines], truth["test"])
+        return promotion_decision(test_metrics, theirs, labelled, f"champion v{current}")
 
-    alias, reason = registry.promote(settings, options.model_name, version, "F1", test_metrics["f1"], champion_f1)
+    alias, reason = registry.promote(settings, options.model_name, version, decide)
     return LogTrainReport(options.model_name, version, alias, reason, window, top_g, end_threshold, min_lines,
                           {k: len(v) for k, v in parts.items()}, dict(data.skipped), len(vocabulary),
-                          valid_metrics, test_metrics, per_scenario, seconds, run.info.run_id)
+                          valid_metrics, test_metrics, per_scenario, per_scenario_known, labelled, seconds,
+                          run.info.run_id)
+
+
+def promotion_decision(ours: dict[str, float], theirs: dict[str, float], labelled: bool,
+                       champion: str = "the champion") -> registry.Decision:
+    """On the same held-out sessions: a challenger replaces the champion when it raises fewer false alerts
+    without catching fewer anomalies, or as many false alerts and more anomalies (labelled sessions only);
+    everything else keeps the champion."""
+    fa_ours, fa_theirs = ours["false_alerts_per_1000"], theirs["false_alerts_per_1000"]
+    figures = f"false alerts per 1,000 normal sessions {fa_ours:.1f} vs {fa_theirs:.1f} for {champion}"
+    if labelled:
+        figures += f", recall {ours['recall']:.3f} vs {theirs['recall']:.3f}"
+        better = (fa_ours < fa_theirs and ours["recall"] >= theirs["recall"]) or (
+            fa_ours == fa_theirs and ours["recall"] > theirs["recall"])
+    else:
+        better = fa_ours < fa_theirs
+    return registry.Decision(better, f"{figures} on the same held-out sessions: "
+                                     + ("promoted" if better else "the champion stays"))
 
 
 def load_scorer(settings: Settings, name: str = MODEL_NAME, alias: str = "champion") -> tuple[LogScorer, str]:
     """The scorer registered as ``name@alias`` and its version (PaylakeError when there is none)."""
     import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from paylake.errors import PaylakeError
+    from paylake.ml import registry
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    try:
-        version = MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias(name, alias).version
-    except MlflowException as exc:
-        raise PaylakeError(f"no {name}@{alias} in the MLflow registry: run 'paylake train logs' first") from exc
+    version = registry.alias_version(settings, name, alias)
+    if version is None:
+        raise PaylakeError(f"no {name}@{alias} in the MLflow registry: run 'paylake train logs' first")
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     return model.unwrap_python_model().scorer, str(version)

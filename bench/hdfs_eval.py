@@ -41,15 +41,15 @@ smaller m.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from paylake.ml.evaluation import wilson  # noqa: F401 - bench/log_alerts.py imports it from here
 from paylake.settings import Settings
 
-HDFS_DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "hdfs"
+HDFS_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hdfs"
 PAPER_NORMAL, PAPER_ABNORMAL = 553_366, 16_838
 PUBLISHED = (("DeepLog (paper)", 0.950, 0.960, 0.960), ("DeepLog re-implementation (logdeep)", 0.958, 0.933, 0.945),
              ("DeepLog, Le & Zhang ICSE 2022", None, None, 0.908))
@@ -57,16 +57,6 @@ PUBLISHED = (("DeepLog (paper)", 0.950, 0.960, 0.960), ("DeepLog re-implementati
 
 def read(path: Path) -> list[list[int]]:
     return [[int(k) for k in line.split()] for line in path.read_text().splitlines() if line.strip()]
-
-
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson interval of a proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def at_paper_mix(fpr: float, recall: float) -> tuple[float, float, float]:
@@ -249,7 +239,7 @@ def _round(settings: Settings, pool, test_normal, valid_abnormal, test_abnormal,
            ) -> HdfsRound:
     """Choose (memory order, g, end threshold, min lines) by cross-validation on the pool, train the final model
     on the whole pool, score the test sessions once (the fold models and the final one in one Ray Train run)."""
-    from paylake.ml.logseq import (
+    from paylake.ml.logs.model import (
         END_THRESHOLDS,
         LogModelConfig,
         average_models,

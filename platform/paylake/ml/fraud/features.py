@@ -27,8 +27,8 @@ distance from home), over four small relations:
     ``payment_method(paymentmethodid, type)``, ``location(locationid, country,
     latitude, longitude)``.
 
-**Batch** (``paylake.ml.feature_build``) fills them with all of silver and runs
-each family as a Ray task; **online** (``paylake.ml.online``) fills them with
+**Batch** (``paylake.ml.fraud.feature_build``) fills them with all of silver and runs
+each family as a Ray task; **online** (``paylake.ml.fraud.online``) fills them with
 the state of the transaction's entities read from the online store (their
 recent events, first-seen records, tally) plus the incoming transaction, and
 runs the *same* statements in-process. Every window is at most
