@@ -10,7 +10,7 @@ from paylake.sources.dblogs import LOG_COLLECTION, generate_log_sessions
 from paylake.sources.mongo_model import validate
 from paylake.stores import mongo
 
-SESSIONS = 12
+SESSIONS = 18  # 9 anomalous: each of the 7 anomalous kinds at least once
 
 
 @pytest.fixture(scope="module")

@@ -199,8 +199,8 @@ def test_plans_are_reproducible_for_a_seed():
 
 
 def test_anomalous_fraction_sets_the_count_and_every_kind_appears():
-    plans = plan_sessions(sessions=12, anomalous_fraction=0.5, seed=1)
-    assert sum(p.anomalous for p in plans) == 6
+    plans = plan_sessions(sessions=14, anomalous_fraction=0.5, seed=1)
+    assert sum(p.anomalous for p in plans) == 7
     assert {p.scenario for p in plans} == set(SCENARIOS)
     assert all(p.anomalous == SCENARIOS[p.scenario].anomalous for p in plans)
 
@@ -220,9 +220,22 @@ def test_owner_runs_maintenance_analysts_run_reports():
         assert runs_as != "analyst" or p.login_role.startswith("analyst_")
 
 
-def test_every_session_sends_a_few_statements():
+def test_every_session_sends_a_few_statements_and_a_sweep_many_of_the_usual_one():
     for p in plan_sessions(sessions=40, anomalous_fraction=0.5, seed=4):
-        assert 2 <= len(p.statements) <= 6
+        if p.scenario == "lookup_sweep":
+            assert 12 <= len(p.statements) <= 20 and len({s.sql for s in p.statements}) == 1
+        else:
+            assert 2 <= len(p.statements) <= 6
+
+
+def test_known_key_anomalies_send_only_statements_of_normal_traffic():
+    """lookup_sweep, app_reordered and role_replay: nothing but order, volume or role is unusual."""
+    plans = plan_sessions(sessions=200, anomalous_fraction=0.5, seed=6)
+    normal_sql = {s.sql for p in plans if not p.anomalous for s in p.statements}
+    known = [p for p in plans if p.scenario in {"lookup_sweep", "app_reordered", "role_replay"}]
+    assert {p.scenario for p in known} == {"lookup_sweep", "app_reordered", "role_replay"}
+    assert all(s.sql in normal_sql for p in known for s in p.statements)
+    assert all(p.login_role == "app_service" for p in known)  # role_replay: an analyst's report, by the app
 
 
 def test_labels_split_the_catalog():

@@ -202,6 +202,27 @@ def _repeated_scan(rng: random.Random) -> tuple[Statement, ...]:
     return tuple(Statement("select * from oltp.Customer") for _ in range(rng.randint(4, 6)))
 
 
+# Anomalies made only of statements seen in normal traffic: nothing but their order, volume or role is
+# unusual, so the unknown-key rule cannot give them away (what the sequence model must earn). The hour of a
+# session is the server's wall clock when the seed runs, so "at night" is not something a seed can stage.
+def _lookup_sweep(rng: random.Random) -> tuple[Statement, ...]:
+    """The app's own customer lookup, for customer after customer: a sweep of the table one row at a time."""
+    first = _customer_id(rng)
+    lookup = _application_traffic(rng)[0].sql
+    return tuple(Statement(lookup, (first + i,)) for i in range(rng.randint(12, 20)))
+
+
+def _shuffled_app_traffic(rng: random.Random) -> tuple[Statement, ...]:
+    """The app's three statements out of their order, the audit record skipped: the history before the lookup."""
+    normal = _application_traffic(rng)
+    return (normal[2], normal[0], normal[2])
+
+
+def _role_replay(rng: random.Random) -> tuple[Statement, ...]:
+    """An analyst's report, run by the application's role (``runs_as`` app): the keys of a normal session."""
+    return _analyst_report(rng)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -212,6 +233,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("priv_escalation", True, "analyst", _privilege_escalation),
         Scenario("bulk_export", True, "analyst", _bulk_export),
         Scenario("repeated_scan", True, "app", _repeated_scan),
+        Scenario("lookup_sweep", True, "app", _lookup_sweep),
+        Scenario("app_reordered", True, "app", _shuffled_app_traffic),
+        Scenario("role_replay", True, "app", _role_replay),
     )
 }
 
