@@ -525,7 +525,8 @@ def train_logs_command(
                   f"MLflow run {report.run_id}", highlight=False)
     print(f"sessions (test): {report.test['false_alerts_per_1000']:.1f} false alerts per 1,000 normal sessions, "
           f"recall {report.test['recall']:.4f}, precision at {production_mix:g} anomalous "
-          f"{report.test['precision_at_mix']:.4f}")
+          f"{report.test['precision_at_mix']:.4f} (at worst {report.test['precision_at_mix_low']:.4f}, from the "
+          "false-alert rate's upper bound)")
 
 
 monitor_app = typer.Typer(help="Security monitoring of the sources.", no_args_is_help=True)
