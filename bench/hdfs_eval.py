@@ -32,6 +32,15 @@ deleted, one extra addStoredBlock), abnormal ones several times (a whole
 replication or deletion out of place), so a smaller g with m > 1 can keep
 their recall and lose the lone surprises.
 
+**The hold-out.** Before anything else, 10 % of the normal and 10 % of the
+abnormal sessions (a fixed shuffle, ``HOLDOUT_SEED``) are set aside: no
+choice, fold or nested round sees them. After the nested rounds, one more
+round chooses by cross-validation on all the other normal sessions, trains on
+them and scores the hold-out once (``holdout=True``); its figure is printed
+beside the nested one and recorded in ``bench/hdfs_holdout.json``, and a later
+run refuses to score the hold-out again unless told to (``rescore_holdout``):
+a hold-out read twice is a validation set.
+
 The choice keeps a margin of one rank on the normal sessions: a candidate (n, g,
 t, m) is scored by the F1 at the paper's class mix with the false positives
 counted at g - 1 (one rank stricter) and the recall at g. Ties: fewer false
@@ -50,6 +59,9 @@ from paylake.ml.evaluation import wilson  # noqa: F401 - bench/log_alerts.py imp
 from paylake.settings import Settings
 
 HDFS_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hdfs"
+HOLDOUT_SEED = 29
+HOLDOUT_FRACTION = 0.1
+HOLDOUT_RECORD = Path(__file__).resolve().parent / "hdfs_holdout.json"
 PAPER_NORMAL, PAPER_ABNORMAL = 553_366, 16_838
 PUBLISHED = (("DeepLog (paper)", 0.950, 0.960, 0.960), ("DeepLog re-implementation (logdeep)", 0.958, 0.933, 0.945),
              ("DeepLog, Le & Zhang ICSE 2022", None, None, 0.908))
@@ -121,6 +133,15 @@ class HdfsResult:
     precision_mix: float
     recall_mix: float
     f1_mix: float
+    holdout: HdfsRound | None = None  # the round that scored the hold-out, once
+
+
+def holdout_split(sessions: list, fraction: float = HOLDOUT_FRACTION, seed: int = HOLDOUT_SEED) -> tuple[list, list]:
+    """(the rest, the hold-out): ``fraction`` of ``sessions`` set aside by a fixed shuffle, in file order."""
+    order = list(range(len(sessions)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:int(len(sessions) * fraction)])
+    return ([s for i, s in enumerate(sessions) if i not in held], [s for i, s in enumerate(sessions) if i in held])
 
 
 MEMORY_ORDERS = (0, 1, 2, 3, 4, 5)
@@ -184,17 +205,29 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
                   models: int = 1, folds: int = 4, outer_folds: int = 1,
                   memory_orders: tuple[int, ...] = MEMORY_ORDERS, min_lines: tuple[int, ...] = MIN_LINES,
                   train_file: Path | None = None, normal_file: Path | None = None,
-                  abnormal_file: Path | None = None, data: Path = HDFS_DATA, progress=lambda message: None) -> HdfsResult:
+                  abnormal_file: Path | None = None, data: Path = HDFS_DATA, holdout: bool = True,
+                  rescore_holdout: bool = False, progress=lambda message: None) -> HdfsResult:
     """The figures on one test split (``outer_folds=1``: the fixed 80/20 split, or the files given), or by
     nested cross-validation (``outer_folds=K``: the normal sessions dealt into K outer folds, each the test
     sessions of one round whose pool is the rest, so every normal session is tested once by a model and a
     choice that never saw it)."""
     from paylake.errors import PaylakeError
 
+    if holdout and (train_file or normal_file or abnormal_file):
+        raise PaylakeError("the hold-out is carved from the default files: give --no-holdout with "
+                           "--train/--normal/--abnormal")
+    if holdout and HOLDOUT_RECORD.exists() and not rescore_holdout:
+        raise PaylakeError(f"the hold-out was scored already ({HOLDOUT_RECORD.name}): a second look makes it a "
+                           "validation set; run with --no-holdout, or --rescore-holdout knowingly")
     rng = random.Random(7)
     normal = read(data / "train_normal.txt")
-    rng.shuffle(normal)
     abnormal = read(abnormal_file) if abnormal_file else read(data / "abnormal.txt")
+    held_normal: list = []
+    held_abnormal: list = []
+    if holdout:  # set aside first, in file order, so no later shuffle or choice can reach them
+        normal, held_normal = holdout_split(normal)
+        abnormal, held_abnormal = holdout_split(abnormal)
+    rng.shuffle(normal)
     rng.shuffle(abnormal)
     valid_abnormal, test_abnormal = abnormal[:len(abnormal) // 2], abnormal[len(abnormal) // 2:]
     if outer_folds > 1:
@@ -213,7 +246,8 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
         raise PaylakeError(f"--min-lines: each session rule needs at least 1 line, not {list(min_lines)}")
     for pool, _ in splits:
         fold_indices(len(pool), folds)  # a clear error before Ray starts
-    size = max(max(s) for pool, test in splits for s in pool + test + abnormal if s) + 1
+    size = max(max(s) for pool, test in splits for s in pool + test + abnormal + held_normal + held_abnormal
+               if s) + 1
     rounds = []
     for number, (pool, test_normal) in enumerate(splits, 1):
         progress(f"round {number}/{len(splits)}: {folds}-fold cross-validation on {len(pool):,} normal sessions, "
@@ -228,10 +262,28 @@ def evaluate_hdfs(settings: Settings, *, workers: int = 2, epochs: int = 12, win
     n_abnormal = sum(r.test_abnormal for r in rounds)
     fpr, recall = fp / n_normal, (new_hits + rest_hits) / n_abnormal
     precision, recall_mix, f1 = at_paper_mix(fpr, recall)
+    held = None
+    if holdout:  # one more round: chosen on every other normal session, scoring the hold-out once
+        progress(f"hold-out: {folds}-fold cross-validation on {len(normal):,} normal sessions, then the final model "
+                 f"scores {len(held_normal):,} normal and {len(held_abnormal):,} abnormal held-out sessions once")
+        held = _round(settings, normal, held_normal, valid_abnormal, held_abnormal, size, workers=workers,
+                      epochs=epochs, window=window, hidden=hidden, models=models, folds=folds,
+                      memory_orders=memory_orders, min_lines=min_lines)
+        _record_holdout(held)
     return HdfsResult(window, folds, models, hidden, epochs, rounds, sum(r.seconds for r in rounds), fpr,
                       wilson(fp, n_normal), n_normal, unseen_fp / max(unseen, 1), wilson(unseen_fp, unseen), unseen,
                       new_hits / max(with_new, 1), with_new, rest_hits / max(rest, 1), rest, recall,
-                      n_abnormal, precision, recall_mix, f1)
+                      n_abnormal, precision, recall_mix, f1, held)
+
+
+def _record_holdout(held: HdfsRound) -> None:
+    import dataclasses
+    import datetime as dt
+    import json
+
+    record = {"scored_at": dt.datetime.now(dt.UTC).isoformat(), "f1_at_paper_mix": held.f1_mix,
+              **dataclasses.asdict(held)}
+    HOLDOUT_RECORD.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _round(settings: Settings, pool, test_normal, valid_abnormal, test_abnormal, size: int, *, workers: int,
@@ -332,6 +384,22 @@ def print_hdfs(r: HdfsResult) -> None:
     console.print(summary_table("HDFS test figures" + (f" pooled over the {len(r.rounds)} rounds (abnormal: the "
                                                        "test half, scored in each round)" if nested else ""),
                                 ["figure", "value", "95 % interval", "sessions"], rows))
+    if r.holdout is not None:
+        h = r.holdout
+        low, high = wilson(h.test_fp, h.test_normal)
+        hits = h.new_key_hits + h.rest_hits
+        console.print(summary_table(
+            "the hold-out, scored once (set aside before any choice: 10 % of the normal and abnormal sessions)",
+            ["figure", "value", "95 % interval", "sessions"],
+            [("false-positive rate", f"{h.test_fp / h.test_normal:.4f}", f"[{low:.4f}, {high:.4f}]",
+              f"{h.test_normal:,}"),
+             ("recall, abnormal sessions with a key unseen in training", f"{h.new_key_hits / max(h.with_new_key, 1):.4f}",
+              "", f"{h.with_new_key:,}"),
+             ("recall, the other abnormal sessions", f"{h.rest_hits / max(h.rest, 1):.4f}", "", f"{h.rest:,}"),
+             ("recall, all", f"{hits / h.test_abnormal:.4f}", "", f"{h.test_abnormal:,}"),
+             ("F1 at the paper's mix", f"{h.f1_mix:.3f}", "", ""),
+             ("chosen: g / end t / memory / min lines",
+              f"{h.top_g} / {h.end_threshold:g} / {h.memory_order or 'none'} / {h.min_lines}", "", "")]))
     console.print(summary_table(
         f"at the paper's class mix ({PAPER_NORMAL:,} normal : {PAPER_ABNORMAL:,} abnormal)",
         ["model", "precision", "recall", "F1"],

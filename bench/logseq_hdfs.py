@@ -67,13 +67,19 @@ def main() -> None:
     parser.add_argument("--min-lines", type=int, nargs="+", default=list(MIN_LINES),
                         help="session rules to choose from: anomalous with m keys outside the top g (1: DeepLog's "
                         "any line; unknown keys and unlikely ends always count)")
+    parser.add_argument("--no-holdout", dest="holdout", action="store_false",
+                        help="do not set the hold-out aside (needed with --train/--normal/--abnormal)")
+    parser.add_argument("--rescore-holdout", action="store_true",
+                        help="score the hold-out although bench/hdfs_holdout.json says it was scored already")
     args = parser.parse_args()
     result = evaluate_hdfs(load_settings(), workers=args.workers, epochs=args.epochs, window=args.window,
                            hidden=args.hidden, models=args.models, folds=args.folds,
                            outer_folds=1 if args.train or args.normal else args.outer_folds,
                            memory_orders=tuple(args.memory_orders),
                            min_lines=tuple(args.min_lines), train_file=args.train, normal_file=args.normal,
-                           abnormal_file=args.abnormal, progress=lambda m: print(m, file=sys.stderr, flush=True))
+                           abnormal_file=args.abnormal, holdout=args.holdout,
+                           rescore_holdout=args.rescore_holdout,
+                           progress=lambda m: print(m, file=sys.stderr, flush=True))
     print_hdfs(result)
 
 

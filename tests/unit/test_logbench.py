@@ -112,9 +112,26 @@ def test_nested_rounds_refuse_a_given_split_before_training(tmp_path):
 
     given = tmp_path / "train.txt"
     given.write_text("5 22 5 11 9\n")
-    with pytest.raises(PaylakeError, match="outer-folds"):
-        evaluate_hdfs(None, outer_folds=5, train_file=given)
-    with pytest.raises(PaylakeError, match="min-lines"):
-        evaluate_hdfs(None, train_file=given, min_lines=(0, 2))
-    with pytest.raises(PaylakeError, match="cannot be cut into 4 folds"):  # one session: no cross-validation
+    with pytest.raises(PaylakeError, match="no-holdout"):  # the hold-out comes from the default files only
         evaluate_hdfs(None, train_file=given)
+    with pytest.raises(PaylakeError, match="outer-folds"):
+        evaluate_hdfs(None, outer_folds=5, train_file=given, holdout=False)
+    with pytest.raises(PaylakeError, match="min-lines"):
+        evaluate_hdfs(None, train_file=given, min_lines=(0, 2), holdout=False)
+    with pytest.raises(PaylakeError, match="cannot be cut into 4 folds"):  # one session: no cross-validation
+        evaluate_hdfs(None, train_file=given, holdout=False)
+
+
+def test_the_hold_out_is_set_aside_by_a_fixed_shuffle_and_scored_once(tmp_path, monkeypatch):
+    import hdfs_eval
+
+    sessions = [[i, i + 1] for i in range(1000)]
+    rest, held = hdfs_eval.holdout_split(sessions)
+    assert len(held) == 100 and len(rest) == 900
+    assert sorted(map(tuple, rest + held)) == sorted(map(tuple, sessions))  # disjoint and complete
+    assert hdfs_eval.holdout_split(sessions)[1] == held  # the same sessions every run
+    record = tmp_path / "hdfs_holdout.json"
+    record.write_text("{}")
+    monkeypatch.setattr(hdfs_eval, "HOLDOUT_RECORD", record)
+    with pytest.raises(PaylakeError, match="scored already"):
+        hdfs_eval.evaluate_hdfs(None)

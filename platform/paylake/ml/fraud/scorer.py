@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from paylake.errors import PaylakeError
+from paylake.ml.fraud.encoding import Encoding
 from paylake.ml.registry import ChampionUnreadable
 from paylake.settings import Settings
 
@@ -78,7 +79,7 @@ class FraudScorer:
     """A registered fraud model with what scoring needs from its metadata."""
 
     booster: Any  # lightgbm.Booster
-    encoding: Any  # paylake.ml.fraud.training.Encoding
+    encoding: Encoding
     threshold: float  # on the calibrated scale: score >= threshold flags
     calibration: Calibration = Calibration()
     name: str = ""
@@ -89,8 +90,6 @@ class FraudScorer:
         """Version ``version`` of ``name`` from the MLflow registry."""
         import mlflow
         from mlflow.models import Model
-
-        from paylake.ml.fraud.training import Encoding
 
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
         with tempfile.TemporaryDirectory() as tmp:

@@ -47,7 +47,7 @@ import datetime as dt
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,7 @@ from paylake.ml.evaluation import (
     recall_at,
     require_both_classes,
 )
-from paylake.ml.fraud import features
+from paylake.ml.fraud.encoding import Encoding
 from paylake.ml.fraud.labels import CONFIRMATIONS_SQL, DEFAULT_MATURITY, SNAPSHOT_SQL, labelled_sql
 from paylake.ml.fraud.scorer import Calibration, FraudScorer
 from paylake.settings import Settings
@@ -172,45 +172,6 @@ def time_split(table: pa.Table, valid_fraction: float, test_fraction: float, min
                                f"{min_legitimate:,} legitimate payments are needed; seed more days, or change "
                                "--test-fraction / --valid-fraction / --maturity-days")
     return parts
-
-
-@dataclass(frozen=True)
-class Encoding:
-    """How feature rows become the model's numeric matrix: the columns and each category's code."""
-
-    columns: tuple[str, ...]
-    categories: dict[str, list[str]] = field(default_factory=dict)
-
-    @classmethod
-    def fit(cls, table: pa.Table) -> Encoding:
-        import pyarrow.compute as pc
-
-        return cls(tuple(features.feature_columns()),
-                   {c: sorted(v for v in pc.unique(table[c]).to_pylist() if v is not None)
-                    for c in features.CATEGORICAL})
-
-    def matrix(self, table: pa.Table):
-        """A float pandas DataFrame in model column order; an unseen category becomes -1."""
-        import pandas as pd
-        import pyarrow.compute as pc
-
-        data = {}
-        for name in self.columns:
-            column = table[name]
-            if name in self.categories:
-                codes = pc.index_in(column, value_set=pa.array(self.categories[name], pa.string()))
-                data[name] = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype("float64")
-            else:
-                data[name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-        return pd.DataFrame(data, columns=list(self.columns))
-
-    def to_json(self) -> str:
-        return json.dumps({"columns": list(self.columns), "categories": self.categories})
-
-    @classmethod
-    def from_json(cls, text: str) -> Encoding:
-        raw = json.loads(text)
-        return cls(tuple(raw["columns"]), raw["categories"])
 
 
 # ----------------------------------------------------------------------------- Ray Train
