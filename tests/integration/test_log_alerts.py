@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from paylake.ml.logs.data import read_sessions
-from paylake.ml.logs.model import load_scorer
+from paylake.ml.logs.scorer import load_scorer
 from paylake.security.alerts import ALERT_TABLE, MonitorOptions, alert_uri, monitor_logs
 from paylake.sources.dblogs import SCENARIOS, generate_log_sessions
 from paylake.stores import lake, mongo
@@ -83,6 +83,44 @@ def test_new_normal_sessions_of_a_held_out_seed_raise_few_alerts(trained_logs, l
     assert report.new_sessions == 40, "only the new sessions are scored"
     per_1000 = 1000 * len(report.alerts) / report.new_sessions
     assert per_1000 <= 150, f"{per_1000:.0f} false alerts per 1,000 normal sessions"
+
+
+def test_a_new_legitimate_statement_stops_alerting_after_its_review(trained_logs, log_lake):
+    """A release adds a statement the model never learnt: its sessions alert (the unknown key) while it is
+    under review; once reviewed (here: no wait, 3 sessions, no rule fired) the model reads past it."""
+    import datetime as dt
+    import random
+
+    from paylake.security.key_review import ReviewOptions
+    from paylake.sources.dblogs import APP_SERVICE, SessionPlan, Statement, _application_traffic, application_name
+
+    rng = random.Random(3)
+    new_lookup = Statement("select MerchantID, Industry, Size from oltp.Merchant where MerchantID = %s", (3,))
+
+    def release_sessions(n: int) -> list[SessionPlan]:  # the app's usual traffic, plus the new lookup
+        return [SessionPlan("app_traffic", False, APP_SERVICE, application_name("app_traffic"),
+                            (*_application_traffic(rng), new_lookup)) for _ in range(n)]
+
+    options = MonitorOptions(model_name=LOG_MODEL, export_rows=100, load_warehouse=False,
+                             review=ReviewOptions(window=dt.timedelta(0), min_sessions=3))
+    monitor_logs(log_lake, options)  # whatever is pending
+    with mongo.client(log_lake) as client:
+        generate_log_sessions(log_lake, mongo.database(client, log_lake), sessions=3, anomalous_fraction=0.0,
+                              seed=0, plans=release_sessions(3))
+    refresh_logs(log_lake)
+    first = monitor_logs(log_lake, options)
+    assert first.new_sessions == 3 and len(first.alerts) == 3, "unknown while under review"
+    assert not any("oltp.merchant" in key for key in first.keys_admitted) and first.keys_in_review >= 1
+    # the attacks' new keys are never admitted: errors, injection marks, or a rule fired in their sessions
+    assert not any(key.startswith("ERROR") or "tautology" in key or "copy" in key for key in first.keys_admitted)
+    with mongo.client(log_lake) as client:
+        generate_log_sessions(log_lake, mongo.database(client, log_lake), sessions=3, anomalous_fraction=0.0,
+                              seed=0, plans=release_sessions(3))
+    refresh_logs(log_lake)
+    second = monitor_logs(log_lake, options)
+    assert second.new_sessions == 3 and any("oltp.merchant" in key for key in second.keys_admitted), second
+    flagged_for_it = [a for a in second.alerts if "oltp.merchant" in a["Evidence"]]
+    assert flagged_for_it == [], "an admitted statement no longer alerts"
 
 
 def test_real_logs_without_labels_are_chosen_and_promoted_on_false_alerts_alone(log_lake):

@@ -418,6 +418,29 @@ def test_developer_can_neither_read_the_keys_nor_decrypt(developer, statement):
         developer.execute(statement)
 
 
+def test_a_validity_extended_after_a_session_does_not_excuse_it(migrated_postgres, admin, grant):
+    """grant_contractor records each change of a contractor's access in the audit log; the rules read them
+    and judge a session by the VALID UNTIL in force when it started, not by today's."""
+    from paylake.ml.logs.data import to_sessions
+    from paylake.security.rules import evaluate, load_catalog
+
+    name, _ = grant("paylake_readonly", valid_for=dt.timedelta(hours=-1))  # already expired
+    ((granted_at, until),) = admin.execute(
+        "select At, (Details->>'valid_until')::timestamptz from oltp.AuditLog where Action = 'role.contractor' "
+        "and Object = %s", (name,)).fetchall()
+    session = to_sessions([{"session_id": f"late-{name}", "db_user": name, "client_key": "k",
+                            "started_at": granted_at + dt.timedelta(milliseconds=1),
+                            "lines": [{"message": f"connection authorized: user={name}"}]}]).sessions[0]
+    assert session.started_at > until
+    admin.execute("select oltp.grant_contractor(%s, %s, 'paylake_readonly', now() + interval '10 days')",
+                  (name, _scram_verifier(admin, name, uuid.uuid4().hex)))
+    catalog = load_catalog(migrated_postgres, [session])
+    assert [c[1] for c in catalog.validity_changes[name]] == [until, catalog.valid_until[name]]
+    assert catalog.valid_until[name] > session.started_at  # today's validity would excuse the session
+    fired = evaluate(session, catalog)
+    assert [r["rule"] for r in fired] == ["login_outside_validity"], fired
+
+
 def test_developer_cannot_grant_contractor_access(developer, admin):
     name = _unique("contractor")
 

@@ -118,6 +118,41 @@ def test_detection_metrics_and_the_choice_of_g():
     assert verdict.anomalous and verdict.lines[0]["position"] == 1 and verdict.lines[0]["seen"] == -1
 
 
+def test_rules_judge_a_session_by_the_rights_in_force_when_it_started():
+    # validity: extended after the session (recorded by grant_contractor) does not excuse it
+    late = session([line("connection authorized: user=contractor_1")], user="contractor_1",
+                   started=T0 + dt.timedelta(hours=12))
+    catalog = Catalog(valid_until={"contractor_1": T0 + dt.timedelta(days=30)}, validity_changes={
+        "contractor_1": [(T0 - dt.timedelta(days=10), T0), (T0 + dt.timedelta(days=1), T0 + dt.timedelta(days=30))]})
+    fired = evaluate(late, catalog)
+    assert [r["rule"] for r in fired] == ["login_outside_validity"] and T0.isoformat() in fired[0]["evidence"][0]
+    assert evaluate(session([line("connection authorized: user=contractor_1")], user="contractor_1",
+                            started=T0 + dt.timedelta(days=2)), catalog) == []
+    assert evaluate(late, Catalog(valid_until=catalog.valid_until)) == []  # judged by today's validity: missed
+
+    # privileges: revoked after the session, held in every reading around it: no alert
+    update = session([line("statement: update oltp.Customer set Segment = 'x' where CustomerID = 1")],
+                     started=T0 - dt.timedelta(hours=12))
+    triple = ("analyst_1", "oltp.customer", "UPDATE")
+    revoked_later = Catalog(privileges={triple: False}, read_at=T0 + dt.timedelta(days=1), privilege_history={
+        triple: [(T0 - dt.timedelta(days=1), True), (T0, True)]})
+    assert evaluate(update, revoked_later) == []
+    assert [r["rule"] for r in evaluate(update, Catalog(privileges={triple: False}))] == ["outside_grants"]
+    # a change between the readings around the session: the rule fires and names the window
+    changed = Catalog(privileges={triple: False}, read_at=T0 + dt.timedelta(days=1), privilege_history={
+        triple: [(T0 - dt.timedelta(days=1), True)]})
+    fired = evaluate(update, changed)
+    assert [r["rule"] for r in fired] == ["outside_grants"] and "changed between" in fired[0]["evidence"][0]
+    # granted after the session: it was not held then
+    granted_later = Catalog(privileges={triple: True}, read_at=T0 + dt.timedelta(days=1), privilege_history={
+        triple: [(T0 - dt.timedelta(days=2), False), (T0 - dt.timedelta(days=1), False)]})
+    assert [r["rule"] for r in evaluate(update, granted_later)] == ["outside_grants"]
+    # older than every reading: the first one decides
+    first = Catalog(privileges={triple: False}, read_at=T0 + dt.timedelta(days=1), privilege_history={
+        triple: [(T0, True)]})
+    assert evaluate(update, first) == []
+
+
 def normal_ranks(per_session: list[list[int]]) -> LineRanks:
     """Sessions of known keys with the given ranks, each ending where the model expects it."""
     lengths = [len(r) + 1 for r in per_session]

@@ -13,6 +13,9 @@
    half-way, never raises an alert twice), then the scored sessions are
    recorded, then the alert table is loaded into Snowflake's
    ``SECURITY_Alert`` (PUT + COPY + MERGE, idempotent).
+New keys (a statement shape the model never learnt) are kept under review
+(``paylake.security.key_review``) and left out of the model's reading once
+admitted: a new legitimate statement does not alert forever.
 Sessions that cannot be scored (no lines, wrong types, …) are counted by
 reason in the summary and recorded as scored (with the reason), so they are
 not counted again on the next run.
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from paylake.ml.logs.data import read_sessions
-from paylake.security import rules
+from paylake.security import key_review, rules
 from paylake.settings import Settings
 from paylake.stores import lake
 
@@ -45,11 +48,20 @@ def scored_uri(settings: Settings) -> str:
     return lake.table_uri(settings, "gold", "security", "scored_session")
 
 
+def review_uri(settings: Settings) -> str:
+    return lake.table_uri(settings, "gold", "security", "key_review")
+
+
+def snapshot_uri(settings: Settings) -> str:
+    return lake.table_uri(settings, "gold", "security", "privilege_snapshot")
+
+
 @dataclass(frozen=True)
 class MonitorOptions:
     model_name: str = "paylake-logseq"  # scored with its ``champion``
     export_rows: int = rules.DEFAULT_EXPORT_ROWS
     load_warehouse: bool = True
+    review: key_review.ReviewOptions = key_review.ReviewOptions()  # when a new key stops alerting
 
 
 @dataclass
@@ -61,6 +73,8 @@ class MonitorReport:
     by_source: dict[str, int] = field(default_factory=dict)
     warehouse_rows: int | None = None
     seconds: float = 0.0
+    keys_in_review: int = 0
+    keys_admitted: list[str] = field(default_factory=list)
 
 
 ALERT_SCHEMA = pa.schema([
@@ -69,6 +83,14 @@ ALERT_SCHEMA = pa.schema([
     ("DbUser", pa.string()), ("ClientKey", pa.string()), ("Source", pa.string()), ("Rules", pa.string()),
     ("Severity", pa.string()), ("Score", pa.float64()), ("ModelName", pa.string()), ("ModelVersion", pa.string()),
     ("AnomalousLines", pa.int64()), ("Evidence", pa.string()),
+])
+SNAPSHOT_SCHEMA = pa.schema([
+    ("observed_at", pa.timestamp("us", tz="UTC")), ("role", pa.string()), ("table_name", pa.string()),
+    ("privilege", pa.string()), ("allowed", pa.bool_()),
+])
+REVIEW_SCHEMA = pa.schema([
+    ("key", pa.string()), ("first_seen", pa.timestamp("us", tz="UTC")), ("last_seen", pa.timestamp("us", tz="UTC")),
+    ("sessions", pa.int64()), ("blocked", pa.bool_()),
 ])
 SCORED_SCHEMA = pa.schema([
     ("session_id", pa.string()), ("scored_at", pa.timestamp("us", tz="UTC")), ("model_version", pa.string()),
@@ -112,7 +134,7 @@ def _batch(settings: Settings, uri: str) -> int:
 def monitor_logs(settings: Settings, options: MonitorOptions = MonitorOptions(),
                  progress=lambda m: None) -> MonitorReport:
     """Score the sessions that arrived since the last run and raise their alerts (see the module docstring)."""
-    from paylake.ml.logs.model import load_scorer
+    from paylake.ml.logs.scorer import load_scorer
 
     began = time.perf_counter()
     scorer, version = load_scorer(settings, options.model_name)
@@ -120,12 +142,16 @@ def monitor_logs(settings: Settings, options: MonitorOptions = MonitorOptions(),
     new = read_sessions(settings, exclude=_scored_ids(settings))
     now = dt.datetime.now(dt.UTC)
     catalog = rules.load_catalog(settings, new.sessions) if new.sessions else rules.Catalog()
+    catalog = rules.with_history(catalog, _earlier_snapshots(settings, catalog))
+    reviews = _reviews(settings)
+    admitted = key_review.admitted_keys(reviews, now, options.review)
     progress(f"scoring {len(new.sessions)} new session(s) with {options.model_name} v{version}")
-    verdicts = scorer.score_keys([s.keys for s in new.sessions])
-    alerts, scored = [], []
+    verdicts = score_with_admitted(scorer, [s.keys for s in new.sessions], admitted)
+    alerts, scored, reviewed = [], [], []
     for session, verdict in zip(new.sessions, verdicts):
-        alert = make_alert(session, verdict, rules.evaluate(session, catalog, options.export_rows), options.model_name,
-                           version, now)
+        fired = rules.evaluate(session, catalog, options.export_rows)
+        reviewed.append((session.keys, session.started_at or now, bool(fired)))
+        alert = make_alert(session, verdict, fired, options.model_name, version, now)
         if alert:
             alerts.append(alert)
         scored.append({"session_id": session.session_id, "scored_at": now, "model_version": version,
@@ -134,8 +160,19 @@ def monitor_logs(settings: Settings, options: MonitorOptions = MonitorOptions(),
     scored += [{"session_id": sid, "scored_at": now, "model_version": version, "anomalous": None, "score": None,
                 "alerted": False, "skipped_reason": reason} for sid, reason in new.skipped_ids]
     new_alerts = _insert(settings, alert_uri(settings), alerts, ALERT_SCHEMA, "AlertID")
+    _record_snapshot(settings, catalog)
+    known = scorer.vocabulary.index
+    with_new = [n for n, (keys, _, fired) in enumerate(reviewed) if not fired and any(not known(k) for k in keys)]
+    rests = {n: [k for k in reviewed[n][0] if known(k)] for n in with_new}
+    readable = [n for n in with_new if rests[n]]  # a session of new keys only tells nothing in their favour
+    verdicts_rest = dict(zip(readable, scorer.score_keys([rests[n] for n in readable]))) if readable else {}
+    for n in with_new:  # suspicious apart from its new keys: the model, reading the session without them, flags it
+        reviewed[n] = (reviewed[n][0], reviewed[n][1], n not in verdicts_rest or bool(verdicts_rest[n]["anomalous"]))
+    reviews = key_review.review_keys(reviews, reviewed, lambda key: known(key) != 0)
+    _store_reviews(settings, reviews)
     _insert(settings, scored_uri(settings), scored, SCORED_SCHEMA, "session_id")
-    report = MonitorReport(version, len(new.sessions), alerts, dict(new.skipped))
+    report = MonitorReport(version, len(new.sessions), alerts, dict(new.skipped), keys_in_review=len(reviews),
+                           keys_admitted=admitted)
     for alert in alerts:
         report.by_source[alert["Source"]] = report.by_source.get(alert["Source"], 0) + 1
     if options.load_warehouse:
@@ -157,6 +194,63 @@ def _insert(settings: Settings, uri: str, rows: list[dict], schema: pa.Schema, k
     metrics = lake.merge_rows(settings, uri, data, keys=[key], app_id=APP_ID, batch=_batch(settings, uri),
                               state={"rows": data.num_rows}, changed="false")
     return int(metrics.get("num_target_rows_inserted", 0))
+
+
+def score_with_admitted(scorer, sessions: list[tuple[str, ...]], admitted: list[str]) -> list[dict]:
+    """``scorer.score_keys`` on the sessions less their admitted keys, line numbers given back in the
+    session's own numbering; a session of admitted keys only is normal to the model."""
+    if not admitted:
+        return scorer.score_keys(sessions)
+    kept = [[i for i, key in enumerate(keys) if not any(key_review.matches(a, key) for a in admitted)]
+            for keys in sessions]
+    scorable = [n for n, idx in enumerate(kept) if idx]
+    verdicts = dict(zip(scorable, scorer.score_keys([[sessions[n][i] for i in kept[n]] for n in scorable])))
+    out = []
+    for n, keys in enumerate(sessions):
+        verdict = verdicts.get(n, {"anomalous": False, "decision": "normal", "score": 0.0, "lines": []})
+        for line in verdict["lines"]:
+            line["line"] = kept[n][line["line"]] if line["line"] < len(kept[n]) else len(keys)
+        out.append(verdict)
+    return out
+
+
+def _reviews(settings: Settings) -> list[key_review.Review]:
+    uri = review_uri(settings)
+    if lake.table_version(settings, uri) is None:
+        return []
+    return [key_review.Review(**row) for row in lake.read_table(settings, uri).to_pylist()]
+
+
+def _store_reviews(settings: Settings, reviews: list[key_review.Review]) -> None:
+    import dataclasses
+
+    uri = review_uri(settings)
+    if not reviews and lake.table_version(settings, uri) is None:
+        return
+    data = pa.Table.from_pylist([dataclasses.asdict(r) for r in reviews], schema=REVIEW_SCHEMA)
+    lake.overwrite_rows(settings, uri, data, app_id=APP_ID, batch=_batch(settings, uri), state={"rows": len(reviews)})
+
+
+def _earlier_snapshots(settings: Settings, catalog: rules.Catalog) -> list[dict]:
+    """The privilege readings of earlier runs for the roles ``catalog`` asks about."""
+    uri = snapshot_uri(settings)
+    roles = sorted({role for role, _, _ in catalog.privileges})
+    if not roles or lake.table_version(settings, uri) is None:
+        return []
+    import pyarrow.compute as pc
+
+    table = lake.read_table(settings, uri)
+    return table.filter(pc.is_in(table["role"], value_set=pa.array(roles, pa.string()))).to_pylist()
+
+
+def _record_snapshot(settings: Settings, catalog: rules.Catalog) -> None:
+    """Append this run's privilege readings (every one, changed or not: a reading bounds when a change can have
+    happened; a few dozen rows per run): the history the next runs judge older sessions by."""
+    rows = rules.snapshot_rows(catalog)
+    if rows and catalog.read_at is not None:
+        uri = snapshot_uri(settings)
+        lake.append_rows(settings, uri, pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA), app_id=APP_ID,
+                         batch=_batch(settings, uri), state={"rows": len(rows)})
 
 
 def _warehouse_behind(settings: Settings) -> bool:

@@ -12,6 +12,22 @@ the roles and tables that the OLTP server knows (``Catalog``):
 - ``login_outside_validity``: the session started after the role's
   ``VALID UNTIL`` (a contractor's access), or the server refused the login
   (SQLSTATE class 28, invalid authorisation).
+
+**As of the session's time, not now.** A session is judged by the rights in
+force when it started. Validity: ``oltp.grant_contractor`` records every
+change of a contractor's access in the append-only audit log (migration
+0004), so the ``VALID UNTIL`` that held at the session's start is the one of
+the latest change before it (a validity extended afterwards does not excuse
+a session that ran past the old one); a role with no recorded change is
+judged by its current validity. Privileges: PostgreSQL keeps no history of
+them, so every ``paylake monitor logs`` run records what it reads
+(``gold/security/privilege_snapshot``: observed_at, role, table, privilege,
+allowed) and a session is judged by the snapshots around its start: the last
+one before it and the first one after (the current reading counts as one).
+When both agree, that is the answer; when they differ the privilege changed
+in between, and the rule fires with the window in its evidence (a reviewer
+decides, the rule does not guess); a session older than every snapshot is
+judged by the first one.
 """
 
 from __future__ import annotations
@@ -49,9 +65,41 @@ def parse_statement_key(key: str) -> Statement | None:
 class Catalog:
     """What the server says about roles and tables (filled by ``load_catalog``)."""
 
-    privileges: dict[tuple[str, str, str], bool] = field(default_factory=dict)  # (role, table, privilege)
+    privileges: dict[tuple[str, str, str], bool] = field(default_factory=dict)  # (role, table, privilege), now
     rows: dict[str, float] = field(default_factory=dict)  # table -> estimated rows
-    valid_until: dict[str, dt.datetime | None] = field(default_factory=dict)  # role -> VALID UNTIL
+    valid_until: dict[str, dt.datetime | None] = field(default_factory=dict)  # role -> VALID UNTIL, now
+    # role -> [(changed at, VALID UNTIL from then on)] in time order (oltp.grant_contractor's audit records)
+    validity_changes: dict[str, list[tuple[dt.datetime, dt.datetime | None]]] = field(default_factory=dict)
+    # (role, table, privilege) -> [(observed at, allowed)] in time order (earlier monitor runs' readings)
+    privilege_history: dict[tuple[str, str, str], list[tuple[dt.datetime, bool]]] = field(default_factory=dict)
+    read_at: dt.datetime | None = None  # when ``privileges`` and ``valid_until`` were read
+
+    def valid_until_at(self, role: str, at: dt.datetime | None) -> dt.datetime | None:
+        """The role's VALID UNTIL in force at ``at``: the latest recorded change before it, else the current."""
+        changes = self.validity_changes.get(role, [])
+        before = [until for changed, until in changes if at is not None and changed <= at]
+        return before[-1] if before else self.valid_until.get(role)
+
+    def privilege_at(self, triple: tuple[str, str, str], at: dt.datetime | None) -> tuple[bool | None, str]:
+        """(whether the privilege was held at ``at``, the reading's note): the snapshots around ``at`` (the
+        current reading the last of them). None when unknown; when the two sides differ, False with the window
+        in the note (it changed in between)."""
+        readings = list(self.privilege_history.get(triple, []))
+        if triple in self.privileges:
+            readings.append((self.read_at or dt.datetime.max.replace(tzinfo=dt.UTC), self.privileges[triple]))
+        if not readings:
+            return None, ""
+        if at is None:
+            return readings[-1][1], ""
+        before = [r for r in readings if r[0] <= at]
+        after = [r for r in readings if r[0] > at]
+        if not before:
+            return after[0][1], f" (as first observed {after[0][0]:%Y-%m-%d %H:%M})"
+        if not after or before[-1][1] == after[0][1]:
+            return before[-1][1], ""
+        return False, (f" (changed between {before[-1][0]:%Y-%m-%d %H:%M} and {after[0][0]:%Y-%m-%d %H:%M}: "
+                       f"{'held' if before[-1][1] else 'not held'} before, {'held' if after[0][1] else 'not held'} "
+                       "after)")
 
 
 def needed_checks(sessions: Iterable) -> tuple[set[tuple[str, str, str]], set[str], set[str]]:
@@ -74,10 +122,15 @@ def load_catalog(settings: Settings, sessions: Sequence) -> Catalog:
     roles and tables of ``sessions``; unknown roles or tables are left out (the rules then say nothing)."""
     privileges, tables, roles = needed_checks(sessions)
     catalog = Catalog()
-    with postgres.connect(settings, autocommit=True) as conn:  # three queries, whatever the sessions
+    with postgres.connect(settings, autocommit=True) as conn:  # four queries, whatever the sessions
+        catalog.read_at = conn.execute("select clock_timestamp()").fetchone()[0]
         for role, until in conn.execute("select rolname, rolvaliduntil from pg_roles where rolname = any(%s)",
                                         (sorted(roles),)).fetchall():
             catalog.valid_until[role] = until
+        for role, at, until in conn.execute(
+                "select Object, At, (Details->>'valid_until')::timestamptz from oltp.AuditLog "
+                "where Action = 'role.contractor' and Object = any(%s) order by At, AuditID", (sorted(roles),)):
+            catalog.validity_changes.setdefault(role, []).append((at, until))
         for table, estimate in conn.execute(
                 "select t, greatest(c.reltuples, 0) from unnest(%s::text[]) t "
                 "join pg_class c on c.oid = to_regclass(t)", (sorted(tables),)).fetchall():
@@ -106,17 +159,37 @@ def evaluate(session, catalog: Catalog, export_rows: int = DEFAULT_EXPORT_ROWS) 
             continue
         privilege = _PRIVILEGE.get(statement.command)
         for table in statement.tables:
-            if privilege and catalog.privileges.get((session.user, table, privilege)) is False:
+            held, note = catalog.privilege_at((session.user, table, privilege), session.started_at) \
+                if privilege else (None, "")
+            if held is False:
                 fired.setdefault("outside_grants", []).append(
-                    f"line {number}: {statement.command} on {table} without {privilege} privilege")
+                    f"line {number}: {statement.command} on {table} without {privilege} privilege{note}")
             whole = statement.command == "copy" or (
                 statement.command == "select" and not statement.flags & {"where", "limit", "group", "having"})
             rows = catalog.rows.get(table, 0.0)
             if whole and rows > export_rows:
                 fired.setdefault("mass_export", []).append(
                     f"line {number}: {statement.command} of all of {table} (~{rows:,.0f} rows > {export_rows:,})")
-    until = catalog.valid_until.get(session.user)
+    until = catalog.valid_until_at(session.user, session.started_at)
     if until is not None and session.started_at is not None and session.started_at > until:
         fired.setdefault("login_outside_validity", []).append(
-            f"session started {session.started_at.isoformat()} after the role's validity ({until.isoformat()})")
+            f"session started {session.started_at.isoformat()} after the role's validity then "
+            f"({until.isoformat()})")
     return [{"rule": rule, "evidence": evidence[:10]} for rule, evidence in sorted(fired.items())]
+
+
+def snapshot_rows(catalog: Catalog) -> list[dict]:
+    """The current privilege readings of ``catalog`` as snapshot rows (observed_at, role, table, privilege,
+    allowed), for ``gold/security/privilege_snapshot``."""
+    return [{"observed_at": catalog.read_at, "role": role, "table_name": table, "privilege": privilege,
+             "allowed": allowed} for (role, table, privilege), allowed in sorted(catalog.privileges.items())]
+
+
+def with_history(catalog: Catalog, rows: Iterable[dict]) -> Catalog:
+    """``catalog`` with earlier snapshot rows (any order) as its privilege history."""
+    history: dict[tuple[str, str, str], list[tuple[dt.datetime, bool]]] = {}
+    for row in sorted(rows, key=lambda r: r["observed_at"]):
+        history.setdefault((row["role"], row["table_name"], row["privilege"]), []).append(
+            (row["observed_at"], bool(row["allowed"])))
+    catalog.privilege_history = history
+    return catalog

@@ -212,7 +212,7 @@ class FraudDeployment(_ModelDeployment):
 @serve.deployment(name="logs", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
 class LogsDeployment(_ModelDeployment):
     def __init__(self, options: dict) -> None:
-        from paylake.serving.models import load_log_scorer
+        from paylake.ml.logs.scorer import load_log_scorer
 
         self._start(options, lambda o: o.logs_model, load_log_scorer, self.score_one)
 

@@ -85,10 +85,3 @@ def alias_resolver(settings: Settings, name: str, alias: str) -> Callable[[], st
     from paylake.ml import registry
 
     return lambda: registry.alias_version(settings, name, alias)
-
-
-def load_log_scorer(settings: Settings, name: str, version: str):
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().scorer

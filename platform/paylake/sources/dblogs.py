@@ -287,14 +287,17 @@ def _plan(rng: random.Random, scenario: Scenario) -> SessionPlan:
 # -- running the sessions (I/O) --------------------------------------------------------
 
 
-def run_sessions(settings: Settings, *, sessions: int, anomalous_fraction: float, seed: int) -> list[SessionPlan]:
-    """Run real SQL sessions against the OLTP PostgreSQL; return what was run.
+def run_sessions(settings: Settings, *, sessions: int, anomalous_fraction: float, seed: int,
+                 plans: Sequence[SessionPlan] | None = None) -> list[SessionPlan]:
+    """Run real SQL sessions against the OLTP PostgreSQL (``plans``, or as many drawn by ``plan_sessions``);
+    return what was run.
 
     The login roles are (re)created first with fresh random passwords, valid
     for 30 days. Statements that fail (most anomalous ones do) are expected:
     each runs in autocommit and its error is swallowed.
     """
-    plans = plan_sessions(sessions=sessions, anomalous_fraction=anomalous_fraction, seed=seed)
+    plans = list(plans) if plans is not None else plan_sessions(sessions=sessions,
+                                                                 anomalous_fraction=anomalous_fraction, seed=seed)
     passwords = ensure_login_roles(settings)
     for plan in plans:
         _run_session(settings, plan, passwords)
@@ -493,13 +496,14 @@ def statement_of(severity: str | None, message: str | None, query: str | None) -
 
 
 def generate_log_sessions(settings: Settings, db: Database, *, sessions: int, anomalous_fraction: float,
-                          seed: int) -> dict[str, int]:
-    """Run seed sessions, read their lines back from the server's csvlog, store them in ``db["Log"]``.
+                          seed: int, plans: Sequence[SessionPlan] | None = None) -> dict[str, int]:
+    """Run seed sessions (``plans``, or drawn), read their lines back from the server's csvlog, store them in
+    ``db["Log"]``.
 
     Returns ``{"sessions", "anomalous", "lines"}`` counts of the documents inserted.
     """
     since = _server_now(settings)
-    plans = run_sessions(settings, sessions=sessions, anomalous_fraction=anomalous_fraction, seed=seed)
+    plans = run_sessions(settings, sessions=sessions, anomalous_fraction=anomalous_fraction, seed=seed, plans=plans)
     log_rows = wait_for_sessions(settings, since, plans)
     documents = sessions_to_documents(log_rows, plans)
     if documents:

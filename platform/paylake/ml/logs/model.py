@@ -694,18 +694,3 @@ def promotion_decision(ours: dict[str, float], theirs: dict[str, float], labelle
         better = fa_ours < fa_theirs
     return registry.Decision(better, f"{figures} on the same held-out sessions: "
                                      + ("promoted" if better else "the champion stays"))
-
-
-def load_scorer(settings: Settings, name: str = MODEL_NAME, alias: str = "champion") -> tuple[LogScorer, str]:
-    """The scorer registered as ``name@alias`` and its version (PaylakeError when there is none)."""
-    import mlflow
-
-    from paylake.errors import PaylakeError
-    from paylake.ml import registry
-
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    version = registry.alias_version(settings, name, alias)
-    if version is None:
-        raise PaylakeError(f"no {name}@{alias} in the MLflow registry: run 'paylake train logs' first")
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    return model.unwrap_python_model().scorer, str(version)
