@@ -114,3 +114,36 @@ def test_served_scores_are_compared_with_the_reference_and_skew_is_measured(frau
     fs = lake.filesystem(fraud_lake)
     with fs.open_input_stream(f"{report.location.removeprefix('s3://')}/summary.json") as source:
         assert json.loads(source.read())["served"]["skew"]["over_tolerance"] == served
+
+
+def test_drift_watches_the_champions_performance_on_the_matured_window(fraud_lake, trained_fraud):
+    """On the latest matured window: AUC-PR and recall at the threshold with intervals beside the figures the
+    champion was registered with, and a two-proportion test of the fraud rate; a scorer that lost its signal is
+    a significant drop and advises retraining."""
+    import numpy as np
+
+    from paylake.ml.fraud.drift import _champion, _label_drift, _performance, _windows
+
+    options = dataclasses.replace(OPTIONS, model_name=FRAUD_MODEL)
+    report = run_drift(fraud_lake, options)
+    perf, labels = report.performance, report.label_drift
+    assert perf is not None and labels is not None, "the fraud world has a matured window with both classes"
+    assert perf["frauds"] >= 1 and perf["auc_pr_interval"][0] <= perf["auc_pr"] <= perf["auc_pr_interval"][1]
+    assert perf["tested_auc_pr"] == pytest.approx(trained_fraud.metrics["model"]["auc_pr"])
+    assert 0 <= labels["p_value"] <= 1 and labels["matured_rows"] > 0
+
+    champion = _champion(fraud_lake, FRAUD_MODEL)
+    reference, _, matured, _ = _windows(fraud_lake, options, champion.train_until)
+
+    class Blind:  # the champion's threshold, scores that no longer rank frauds first
+        threshold = champion.scorer.threshold
+
+        @staticmethod
+        def scores(table):
+            return np.random.default_rng(1).random(table.num_rows) * 1e-3
+
+    blind = dataclasses.replace(champion, scorer=Blind())
+    dropped = _performance(blind, matured, options)
+    assert dropped["dropped"] and dropped["auc_pr_dropped"] and dropped["recall_at_threshold"] == 0
+    # the fraud rate of a window against itself: no change
+    assert not _label_drift(reference, reference, options.rate_alpha)["drifted"]

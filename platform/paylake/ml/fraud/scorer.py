@@ -19,6 +19,7 @@ to hundreds of frauds, too few for a step function without over-fitting.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from paylake.ml.registry import ChampionUnreadable
 from paylake.settings import Settings
 
 EPS = 1e-9
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a load is no download to watch
 
 
 @dataclass(frozen=True)

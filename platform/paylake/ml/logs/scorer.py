@@ -8,12 +8,15 @@ threshold and session rule everywhere. Neither imports the Ray Train trainer.
 
 from __future__ import annotations
 
+import os
+
 from paylake.errors import PaylakeError
 from paylake.ml import registry
 from paylake.ml.logs.model import LogScorer
 from paylake.settings import Settings
 
 __all__ = ["LogScorer", "load_log_scorer", "load_scorer"]
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a load is no download to watch
 
 
 def load_log_scorer(settings: Settings, name: str, version: str) -> LogScorer:
