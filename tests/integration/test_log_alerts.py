@@ -38,6 +38,10 @@ def test_two_workers_learn_normal_sessions_flag_the_unknown_key_scenarios_and_me
     known = {name: report.per_scenario_known.get(name) for name in KNOWN_KEYS}
     assert all(found and found[1] >= 1 for found in known.values()), (known, report.per_scenario)
     assert not any(name in report.per_scenario_known for name in ("sql_injection", "priv_escalation"))
+    # the app's role running an analyst's report: invisible to the keys, caught by the role rule (chosen on
+    # validation: no normal session there runs a statement its role never ran in training)
+    scorer, _ = load_scorer(log_lake, LOG_MODEL)
+    assert scorer.config.role_rule and report.per_scenario["role_replay"][0] == report.per_scenario["role_replay"][1]
     normal_passed = sum(total - hit for name, (hit, total) in report.per_scenario.items() if name not in ANOMALOUS)
     assert normal_passed >= 1 and report.test["fpr"] <= 0.25, report.test
     # chosen within the false-alert budget on validation; precision stated at 1 anomalous session in 1,000

@@ -61,7 +61,7 @@ def test_admitted_lines_are_left_out_of_the_models_reading_with_line_numbers_kep
         def __init__(self):
             self.read = []
 
-        def score_keys(self, sessions):
+        def score_keys(self, sessions, roles=None):
             self.read.extend(sessions)
             return [{"anomalous": any(not known(k) for k in keys), "score": 1.0,
                      "lines": [{"line": i, "seen": k} for i, k in enumerate(keys) if not known(k)]}

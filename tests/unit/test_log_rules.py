@@ -17,6 +17,8 @@ from paylake.ml.logs.model import (
     detection_metrics,
     precision_at_mix,
     promotion_decision,
+    role_outliers,
+    role_statements,
 )
 from paylake.security.alerts import alert_id, make_alert
 from paylake.security.rules import Catalog, evaluate, needed_checks, parse_statement_key
@@ -177,6 +179,29 @@ def test_without_labels_the_most_sensitive_setting_within_the_false_alert_budget
     truth = [i == 0 for i in range(200)]
     g, _, _, chosen = choose_under_budget(ranks, truth, max_g=5, budget=10, end_thresholds=(0.5,))
     assert g == 2 and chosen["recall"] == 1.0 and chosen["false_alerts_per_1000"] <= 10
+
+
+def test_the_role_rule_flags_a_known_statement_its_role_never_ran_and_is_chosen_under_the_budget():
+    report = "LOG|00|stmt select oltp.transaction [group,order,where]"
+    lookup = "LOG|00|stmt select oltp.customer [where]"
+    hello = "LOG|00|connection authorized: user=<name>"
+    by_role = role_statements([("app_service", (hello, lookup)), ("analyst_1", (hello, report))])
+    assert by_role["app_service"] == {lookup}  # statements only
+    sessions = [(hello, report), (hello, lookup), (hello, report), ("LOG|00|stmt select oltp.new [where]",)]
+    roles = ["app_service", "app_service", "analyst_9", "analyst_1"]
+    odd = role_outliers(sessions, roles, by_role, lambda k: k != "LOG|00|stmt select oltp.new [where]")
+    # the app running the analyst's report is flagged; an unknown role or an unknown key is not this rule's
+    assert odd == [[1], [], [], []]
+    # chosen when it catches an anomaly within the budget (a replayed report, invisible to the ranks)
+    per_session = [[0]] * 200
+    ranks = normal_ranks(per_session)
+    truth = [i == 0 for i in range(200)]
+    flags = [i == 0 for i in range(200)]
+    *_, chosen = choose_under_budget(ranks, truth, max_g=3, budget=10, end_thresholds=(0.5,), role_flags=flags)
+    assert chosen["role_rule"] == 1.0 and chosen["recall"] == 1.0
+    noisy = [i < 20 for i in range(200)]  # the rule would flag 19 normal sessions: over the budget, left off
+    *_, chosen = choose_under_budget(ranks, truth, max_g=3, budget=10, end_thresholds=(0.5,), role_flags=noisy)
+    assert chosen["role_rule"] == 0.0
 
 
 def test_precision_is_reported_at_the_production_mix_not_the_test_split_mix():

@@ -60,7 +60,7 @@ def serve_status() -> None:
     from paylake.serving.deploy import wait_ready
     from paylake.settings import load_settings
 
-    print_service(wait_ready(load_settings().serving.url.rstrip("/"), 5.0))
+    print_service(wait_ready(load_settings().serving.url.rstrip("/"), 5.0, stable_s=0.0))
 
 
 @serve_app.command("down")

@@ -146,11 +146,11 @@ def monitor_logs(settings: Settings, options: MonitorOptions = MonitorOptions(),
     reviews = _reviews(settings)
     admitted = key_review.admitted_keys(reviews, now, options.review)
     progress(f"scoring {len(new.sessions)} new session(s) with {options.model_name} v{version}")
-    verdicts = score_with_admitted(scorer, [s.keys for s in new.sessions], admitted)
+    verdicts = score_with_admitted(scorer, [s.keys for s in new.sessions], admitted, [s.user for s in new.sessions])
     alerts, scored, reviewed = [], [], []
     for session, verdict in zip(new.sessions, verdicts):
         fired = rules.evaluate(session, catalog, options.export_rows)
-        reviewed.append((session.keys, session.started_at or now, bool(fired)))
+        reviewed.append((session.keys, session.started_at or now, bool(fired), session.user))
         alert = make_alert(session, verdict, fired, options.model_name, version, now)
         if alert:
             alerts.append(alert)
@@ -162,13 +162,14 @@ def monitor_logs(settings: Settings, options: MonitorOptions = MonitorOptions(),
     new_alerts = _insert(settings, alert_uri(settings), alerts, ALERT_SCHEMA, "AlertID")
     _record_snapshot(settings, catalog)
     known = scorer.vocabulary.index
-    with_new = [n for n, (keys, _, fired) in enumerate(reviewed) if not fired and any(not known(k) for k in keys)]
+    with_new = [n for n, (keys, _, fired, _) in enumerate(reviewed) if not fired and any(not known(k) for k in keys)]
     rests = {n: [k for k in reviewed[n][0] if known(k)] for n in with_new}
     readable = [n for n in with_new if rests[n]]  # a session of new keys only tells nothing in their favour
-    verdicts_rest = dict(zip(readable, scorer.score_keys([rests[n] for n in readable]))) if readable else {}
+    verdicts_rest = dict(zip(readable, scorer.score_keys([rests[n] for n in readable],
+                                                         [reviewed[n][3] for n in readable]))) if readable else {}
     for n in with_new:  # suspicious apart from its new keys: the model, reading the session without them, flags it
-        reviewed[n] = (reviewed[n][0], reviewed[n][1], n not in verdicts_rest or bool(verdicts_rest[n]["anomalous"]))
-    reviews = key_review.review_keys(reviews, reviewed, lambda key: known(key) != 0)
+        reviewed[n] = (*reviewed[n][:2], n not in verdicts_rest or bool(verdicts_rest[n]["anomalous"]), reviewed[n][3])
+    reviews = key_review.review_keys(reviews, [r[:3] for r in reviewed], lambda key: known(key) != 0)
     _store_reviews(settings, reviews)
     _insert(settings, scored_uri(settings), scored, SCORED_SCHEMA, "session_id")
     report = MonitorReport(version, len(new.sessions), alerts, dict(new.skipped), keys_in_review=len(reviews),
@@ -196,15 +197,18 @@ def _insert(settings: Settings, uri: str, rows: list[dict], schema: pa.Schema, k
     return int(metrics.get("num_target_rows_inserted", 0))
 
 
-def score_with_admitted(scorer, sessions: list[tuple[str, ...]], admitted: list[str]) -> list[dict]:
-    """``scorer.score_keys`` on the sessions less their admitted keys, line numbers given back in the
-    session's own numbering; a session of admitted keys only is normal to the model."""
+def score_with_admitted(scorer, sessions: list[tuple[str, ...]], admitted: list[str],
+                        roles: list[str | None] | None = None) -> list[dict]:
+    """``scorer.score_keys`` on the sessions (their ``roles``, for the role rule) less their admitted keys, line
+    numbers given back in the session's own numbering; a session of admitted keys only is normal to the model."""
+    roles = roles if roles is not None else [None] * len(sessions)
     if not admitted:
-        return scorer.score_keys(sessions)
+        return scorer.score_keys(sessions, roles)
     kept = [[i for i, key in enumerate(keys) if not any(key_review.matches(a, key) for a in admitted)]
             for keys in sessions]
     scorable = [n for n, idx in enumerate(kept) if idx]
-    verdicts = dict(zip(scorable, scorer.score_keys([[sessions[n][i] for i in kept[n]] for n in scorable])))
+    verdicts = dict(zip(scorable, scorer.score_keys([[sessions[n][i] for i in kept[n]] for n in scorable],
+                                                    [roles[n] for n in scorable])))
     out = []
     for n, keys in enumerate(sessions):
         verdict = verdicts.get(n, {"anomalous": False, "decision": "normal", "score": 0.0, "lines": []})

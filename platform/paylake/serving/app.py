@@ -229,15 +229,16 @@ class LogsDeployment(_ModelDeployment):
         except ModelNotReady as exc:
             return [{"error": str(exc), "status": 503}] * len(items)
         out: list[dict] = [{} for _ in items]
-        keys, ok = [], []
+        keys, roles, ok = [], [], []
         for i, item in enumerate(items):
             lines, reason = clean_lines(item["lines"])
             if reason is not None:
                 out[i] = {"error": f"log session not scored: {reason}", "status": 422}
                 continue
             keys.append(session_keys(lines))
+            roles.append(item.get("user"))
             ok.append(i)
-        for i, verdict in zip(ok, loaded.model.score_keys(keys) if keys else []):
+        for i, verdict in zip(ok, loaded.model.score_keys(keys, roles) if keys else []):
             out[i] = {"decision": verdict["decision"], "score": verdict["score"],
                       "anomalous_lines": verdict["lines"], "model": {"name": loaded.name, "version": loaded.version}}
         return out
@@ -332,7 +333,7 @@ class Ingress:
                          body: schemas.LogSessionRequest) -> dict:
         request_id = request.scope["state"]["request_id"]
         lines = [line.model_dump(exclude_none=True) for line in body.lines]
-        result = await self.logs.score_one.remote({"lines": lines})
+        result = await self.logs.score_one.remote({"lines": lines, "user": body.user})
         _raise_for(result)
         return {"request_id": request_id, "session_id": body.session_id, **result}
 

@@ -67,11 +67,20 @@ def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120
     return wait_ready(url, wait_s)
 
 
-def wait_ready(url: str, wait_s: float, answer_s: float = 120.0) -> dict:
-    """Wait up to ``answer_s`` for the service to answer, then up to ``wait_s`` for /readyz to say 200."""
+def wait_ready(url: str, wait_s: float, answer_s: float = 120.0, stable_s: float = 3.0) -> dict:
+    """Wait up to ``answer_s`` for the service to answer, then up to ``wait_s`` for /readyz to say 200 for
+    ``stable_s`` in a row: /readyz asks whichever replica the router picks, and a second replica may still be
+    loading the version the first one already serves."""
     start = time.monotonic()
     ready = None
-    while ready is None or (not ready and time.monotonic() - start < wait_s):
+    ready_since = None
+    while ready is None or time.monotonic() - start < wait_s:
+        if ready:
+            ready_since = ready_since or time.monotonic()
+            if time.monotonic() - ready_since >= stable_s:
+                break
+        else:
+            ready_since = None
         try:
             response = httpx.get(f"{url}/readyz", timeout=10)
             if "ready" in _json(response):  # the ingress answered (not the proxy: no route or replica yet)
@@ -82,8 +91,7 @@ def wait_ready(url: str, wait_s: float, answer_s: float = 120.0) -> dict:
             if time.monotonic() - start > answer_s:
                 raise PaylakeError(f"the scoring service at {url} did not answer within {answer_s:.0f} s ({exc}): "
                                    "see the Serve logs in the Ray dashboard") from exc
-        if not ready:
-            time.sleep(0.5)
+        time.sleep(0.25 if ready else 0.5)
     models = httpx.get(f"{url}/v1/models", timeout=10).json()
     return {"url": url, "ready": ready, "models": models}
 

@@ -74,6 +74,7 @@ class LogSessionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     session_id: str | None = Field(None, max_length=128)
+    user: str | None = Field(None, max_length=63, description="the session's database role (the role rule)")
     lines: list[LogLine] = Field(min_length=1, max_length=MAX_LOG_LINES)
 
 

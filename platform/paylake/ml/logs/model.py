@@ -35,6 +35,14 @@ generated sessions) would reward alerting on everything; precision is
 reported at a stated production mix (``production_mix``, 1 anomalous session
 per 1,000 by default) from the measured recall and false-alert rate.
 
+**The role rule** (``role_rule``, chosen on validation under the budget like
+g): the keys carry no role, so a normal session replayed by another role looks
+normal to the LSTM. The scorer keeps, per role, the statement keys the role
+ran in the normal training sessions; with the rule on, a known statement that
+the session's role never ran there flags the session ("outside the role's
+statements"). A role absent from training is not judged by it (nothing to
+compare with).
+
 Optional, for rare but normal transitions (``transition_memory``): a key outside
 the top-g is excused when the same n keys followed by it occurred in the normal
 training sessions (the LSTM gives a pattern seen a handful of times a rank as
@@ -67,6 +75,7 @@ class LogModelConfig:
     top_g: int = 9  # g
     end_threshold: float = 0.01  # the end of a session is anomalous below this probability
     min_lines: int = 1  # keys outside the top g that make a session anomalous (1: any line, DeepLog's rule)
+    role_rule: bool = False  # a statement its role never ran in training makes the session anomalous
     embedding: int = 32
     hidden: int = 64
     layers: int = 2
@@ -384,6 +393,29 @@ def score_sessions(model, sessions: Sequence[Sequence[int]], window: int, top_g:
     return line_ranks(model, sessions, window, top_g).verdicts(top_g, end_threshold, min_lines=min_lines)
 
 
+STATEMENT_MARK = "|stmt "
+
+
+def role_statements(sessions: Sequence[tuple[str, Sequence[str]]]) -> dict[str, frozenset[str]]:
+    """Per role, the statement keys it ran in these (normal training) sessions, given as (role, keys)."""
+    out: dict[str, set[str]] = {}
+    for role, keys in sessions:
+        out.setdefault(role, set()).update(k for k in keys if STATEMENT_MARK in k)
+    return {role: frozenset(keys) for role, keys in out.items()}
+
+
+def role_outliers(sessions: Sequence[Sequence[str]], roles: Sequence[str | None],
+                  statements: dict[str, frozenset[str]], known) -> list[list[int]]:
+    """Per session, the lines holding a known statement (``known(key)``) that its role never ran in training;
+    a role absent from ``statements`` (or None) is not judged."""
+    out = []
+    for keys, role in zip(sessions, roles):
+        ran = statements.get(role) if role is not None else None
+        out.append([] if ran is None else [i for i, k in enumerate(keys)
+                                           if STATEMENT_MARK in k and known(k) and k not in ran])
+    return out
+
+
 # ----------------------------------------------------------------------------- scorer (what Serve calls)
 SCORER_FORMAT = 2  # 2: pad and end-of-session indices after the vocabulary
 @dataclass
@@ -393,22 +425,31 @@ class LogScorer:
     model: object
     config: LogModelConfig
     vocabulary: object  # paylake.ml.logs.keys.Vocabulary
+    statements_by_role: dict[str, frozenset[str]] | None = None  # the role rule's memory (``role_statements``)
 
-    def score_keys(self, sessions: Sequence[Sequence[str]]) -> list[dict]:
+    def score_keys(self, sessions: Sequence[Sequence[str]], roles: Sequence[str | None] | None = None) -> list[dict]:
         """Per session: ``anomalous``, ``decision``, ``score`` and the anomalous lines (line number, the key
-        seen, the expected keys)."""
+        seen, the expected keys). ``roles``: each session's database role, for the role rule."""
         verdicts = score_sessions(self.model, [self.vocabulary.encode(keys) for keys in sessions],
                                   self.config.window, self.config.top_g, self.config.end_threshold,
                                   self.config.min_lines)
+        outside = [[] for _ in sessions]
+        if self.config.role_rule and self.statements_by_role and roles is not None:
+            outside = role_outliers(sessions, roles, self.statements_by_role,
+                                    lambda k: self.vocabulary.index(k) != 0)
         out = []
-        for keys, verdict in zip(sessions, verdicts):
-            out.append({"anomalous": verdict.anomalous, "decision": "anomalous" if verdict.anomalous else "normal",
-                        "score": round(float(verdict.score), 6),
-                        "lines": [{"line": line["position"],
-                                   "seen": keys[line["position"]] if line["seen"] >= 0 else "<end of session>",
-                                   "known": line["seen"] != 0,
-                                   "expected": [self.key_name(k) for k in line["expected"]]}
-                                  for line in verdict.lines]})
+        for keys, verdict, odd in zip(sessions, verdicts, outside):
+            lines = [{"line": line["position"],
+                      "seen": keys[line["position"]] if line["seen"] >= 0 else "<end of session>",
+                      "known": line["seen"] != 0,
+                      "expected": [self.key_name(k) for k in line["expected"]]} for line in verdict.lines]
+            flagged = {line["line"] for line in lines}
+            lines += [{"line": i, "seen": keys[i], "known": True, "expected": ["<outside the role's statements>"]}
+                      for i in odd if i not in flagged]
+            anomalous = verdict.anomalous or bool(odd)
+            out.append({"anomalous": anomalous, "decision": "anomalous" if anomalous else "normal",
+                        "score": 1.0 if odd else round(float(verdict.score), 6),
+                        "lines": sorted(lines, key=lambda line: line["line"])})
         return out
 
     def key_name(self, index: int) -> str:
@@ -418,9 +459,9 @@ class LogScorer:
             return "<start of session>"
         return self.vocabulary.key(index)
 
-    def score_lines(self, lines: object) -> dict:
-        """One session from its raw log lines (a ``Log`` document's ``lines``); a ContractError names what is
-        wrong with malformed input."""
+    def score_lines(self, lines: object, role: str | None = None) -> dict:
+        """One session from its raw log lines (a ``Log`` document's ``lines``) and its role (optional); a
+        ContractError names what is wrong with malformed input."""
         from paylake.errors import ContractError
         from paylake.ml.logs.data import clean_lines
         from paylake.ml.logs.keys import session_keys
@@ -428,7 +469,7 @@ class LogScorer:
         cleaned, reason = clean_lines(lines)
         if reason is not None:
             raise ContractError(f"log session not scored: {reason}")
-        return self.score_keys([session_keys(cleaned)])[0]
+        return self.score_keys([session_keys(cleaned)], [role])[0]
 
     def save(self, folder: Path) -> None:
         import json
@@ -439,6 +480,9 @@ class LogScorer:
         torch.save(self.model.state_dict(), folder / "state.pt")
         (folder / "config.json").write_text(json.dumps({"format": SCORER_FORMAT, **self.config.__dict__}))
         (folder / "vocabulary.json").write_text(self.vocabulary.to_json())
+        if self.statements_by_role is not None:
+            (folder / "role_statements.json").write_text(json.dumps(
+                {role: sorted(keys) for role, keys in self.statements_by_role.items()}))
 
     @classmethod
     def load(cls, folder: Path) -> LogScorer:
@@ -457,7 +501,10 @@ class LogScorer:
         model = build_model(config)
         model.load_state_dict(torch.load(folder / "state.pt", weights_only=True))
         model.eval()
-        return cls(model, config, Vocabulary.from_json((folder / "vocabulary.json").read_text()))
+        roles = folder / "role_statements.json"  # absent in scorers saved before the role rule
+        statements = ({role: frozenset(keys) for role, keys in json.loads(roles.read_text()).items()}
+                      if roles.exists() else None)
+        return cls(model, config, Vocabulary.from_json((folder / "vocabulary.json").read_text()), statements)
 
 
 # ----------------------------------------------------------------------------- evaluation (pure)
@@ -499,13 +546,18 @@ def budget_metrics(flags: Sequence[bool], truth: Sequence[bool], mix: float) -> 
 
 def choose_under_budget(ranks: LineRanks, truth: Sequence[bool], max_g: int, budget: float,
                         end_thresholds: Sequence[float] = END_THRESHOLDS,
-                        min_lines: Sequence[int] = (1,)) -> tuple[int, float, int, dict[str, float]]:
+                        min_lines: Sequence[int] = (1,),
+                        role_flags: Sequence[bool] | None = None) -> tuple[int, float, int, dict[str, float]]:
     """g, the end threshold and min lines under a false-alert budget (``budget`` per 1,000 of the normal
     sessions here, rounded down to whole sessions): the most recall among the settings within it, then the most
     sensitive (smaller g, larger end threshold, smaller min lines); sessions without an anomaly among them (real,
     unlabelled logs) are chosen by sensitivity alone. When no setting keeps within the budget, the one with the
-    fewest false alerts."""
+    fewest false alerts. ``role_flags`` (one per session: the role rule's verdict): the rule is chosen alike,
+    on or off (off is the more lenient; ``metrics["role_rule"]`` says which)."""
     truth_array = np.asarray(truth, dtype=bool)
+    rules = [(0, np.zeros(len(truth_array), bool))]
+    if role_flags is not None:
+        rules.append((1, np.asarray(role_flags, dtype=bool)))
     normal = ~truth_array
     allowed = int(np.floor(budget * int(normal.sum()) / 1000 + 1e-9))
     positives = max(int(truth_array.sum()), 1)
@@ -514,14 +566,16 @@ def choose_under_budget(ranks: LineRanks, truth: Sequence[bool], max_g: int, bud
         for threshold in end_thresholds:
             hard, outside = ranks.hard_sessions(threshold), ranks.outside_counts(g)
             for m in min_lines:
-                flags = hard | (outside >= m)
-                false = int((flags & normal).sum())
-                recall = int((flags & truth_array).sum()) / positives
-                rank = ((1, recall, 0, -g, threshold, -m) if false <= allowed else (0, 0.0, -false, -g, threshold, -m))
-                if best is None or rank > best[0]:
-                    best = (rank, g, threshold, m, flags)
-    _, g, threshold, m, flags = best
-    return g, threshold, m, detection_metrics(flags.tolist(), truth_array.tolist())
+                for rule, extra in rules:
+                    flags = hard | (outside >= m) | extra
+                    false = int((flags & normal).sum())
+                    recall = int((flags & truth_array).sum()) / positives
+                    rank = ((1, recall, 0, -g, threshold, -m, rule) if false <= allowed
+                            else (0, 0.0, -false, -g, threshold, -m, -rule))
+                    if best is None or rank > best[0]:
+                        best = (rank, g, threshold, m, flags, rule)
+    _, g, threshold, m, flags, rule = best
+    return g, threshold, m, {**detection_metrics(flags.tolist(), truth_array.tolist()), "role_rule": float(rule)}
 
 
 # ----------------------------------------------------------------------------- the job
@@ -610,21 +664,26 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
     models, _, seconds = train_models([vocabulary.encode(s.keys) for s in parts["train"]], configs,
                                       num_workers=options.num_workers, run_name=run_name,
                                       storage_path=storage_path, storage_filesystem=filesystem)
+    by_role = role_statements([(s.user, s.keys) for s in parts["train"]])
+    valid_roles = [bool(lines) for lines in role_outliers([s.keys for s in parts["valid"]],
+                                                          [s.user for s in parts["valid"]], by_role,
+                                                          lambda k: vocabulary.index(k) != 0)]
     candidates = []
     for model, config in zip(models, configs):
         max_g = min(options.max_g, len(vocabulary) - 1)
         ranks = line_ranks(model, [vocabulary.encode(s.keys) for s in parts["valid"]], config.window, max_g)
         g, threshold, least, metrics = choose_under_budget(ranks, truth["valid"], max_g, options.false_alert_budget,
-                                                           min_lines=options.min_lines)
+                                                           min_lines=options.min_lines, role_flags=valid_roles)
         within = metrics["false_alerts_per_1000"] <= options.false_alert_budget
         candidates.append(((within, metrics["recall"] if within else -metrics["fpr"], -config.window), config.window,
                            g, threshold, least, metrics, model, config))
-    _, window, top_g, end_threshold, min_lines, _, model, config = max(candidates, key=lambda c: c[0])
+    _, window, top_g, end_threshold, min_lines, chosen, model, config = max(candidates, key=lambda c: c[0])
     scorer = LogScorer(model, LogModelConfig(**{**config.__dict__, "top_g": top_g, "end_threshold": end_threshold,
-                                                "min_lines": min_lines}), vocabulary)
-    valid_metrics = budget_metrics([r["anomalous"] for r in scorer.score_keys([s.keys for s in parts["valid"]])],
-                                   truth["valid"], options.production_mix)
-    results = scorer.score_keys([s.keys for s in parts["test"]])
+                                                "min_lines": min_lines, "role_rule": bool(chosen["role_rule"])}),
+                       vocabulary, by_role)
+    valid_metrics = budget_metrics([r["anomalous"] for r in scorer.score_keys(
+        [s.keys for s in parts["valid"]], [s.user for s in parts["valid"]])], truth["valid"], options.production_mix)
+    results = scorer.score_keys([s.keys for s in parts["test"]], [s.user for s in parts["test"]])
     flags = [r["anomalous"] for r in results]
     test_metrics = budget_metrics(flags, truth["test"], options.production_mix)
     per_scenario: dict[str, tuple[int, int]] = {}
@@ -644,6 +703,7 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
         mlflow.log_params({"false_alert_budget_per_1000": options.false_alert_budget, "labelled": labelled,
                            "production_mix": options.production_mix,
                            "num_workers": options.num_workers, "window": window, "top_g": top_g,
+                           "role_rule": scorer.config.role_rule,
                            "end_threshold": end_threshold, "min_lines": min_lines,
                            "windows_tried": ",".join(map(str, options.windows)), "epochs": options.epochs,
                            "silver_log_session_version": silver_version,
@@ -665,11 +725,12 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
                       "vocabulary_size": len(vocabulary)})
     version = str(info.registered_model_version)
 
-    test_lines = [list(s.lines) for s in parts["test"]]
+    test_lines = [(list(s.lines), s.user) for s in parts["test"]]
 
     def decide(uri: str, current: str) -> registry.Decision:
         champion = mlflow.pyfunc.load_model(uri).unwrap_python_model().scorer
-        theirs = detection_metrics([champion.score_lines(lines)["anomalous"] for lines in test_lines], truth["test"])
+        theirs = detection_metrics([champion.score_lines(lines, role)["anomalous"] for lines, role in test_lines],
+                                   truth["test"])
         return promotion_decision(test_metrics, theirs, labelled, f"champion v{current}")
 
     alias, reason = registry.promote(settings, options.model_name, version, decide)
