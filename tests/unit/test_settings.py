@@ -58,3 +58,9 @@ def test_port_options_parse_and_reject_garbage():
     assert _parse_ports(["postgres=5433", "ray_dashboard=8266"]) == {"postgres": 5433, "ray_dashboard": 8266}
     with pytest.raises(PaylakeError, match="NAME=NUMBER"):
         _parse_ports(["postgres"])
+
+
+def test_the_demo_submits_its_job_from_the_repository_root():
+    from paylake.cli.stack import PROJECT
+
+    assert (PROJECT / "jobs" / "pipeline.py").is_file() and (PROJECT / "Makefile").is_file()

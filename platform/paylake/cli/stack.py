@@ -11,6 +11,8 @@ from paylake.cli.base import StateDir, _parse_ports, app, expected_failures, sta
 from paylake.errors import PaylakeError
 from paylake.report import console, summary_table
 
+PROJECT = Path(__file__).resolve().parents[3]  # the repository: the working dir of the jobs it submits
+
 
 @stack_app.command("up")
 @expected_failures
@@ -95,9 +97,8 @@ def demo(state_dir: StateDir = None) -> None:
     with console.status("starting the local stack") as status:
         states = stack.up(progress=lambda msg: status.update(msg))
     settings = load_settings(stack.stack_file)
-    project = Path(__file__).resolve().parents[2]
     console.rule("ray job submit -- python jobs/pipeline.py")
-    job_id, final = submit_job(settings, "python jobs/pipeline.py --scale demo", project,
+    job_id, final = submit_job(settings, "python jobs/pipeline.py --scale demo", PROJECT,
                                echo=lambda s: console.print(s, highlight=False, markup=False))
     console.rule(f"job {job_id}: {final}")
     if final == "SUCCEEDED":
