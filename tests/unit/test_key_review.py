@@ -13,7 +13,6 @@ from paylake.security.key_review import (
     admitted_keys,
     matches,
     review_keys,
-    without_admitted,
 )
 
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -74,7 +73,6 @@ def test_admitted_lines_are_left_out_of_the_models_reading_with_line_numbers_kep
     assert scorer.read == [["LOG|00|stmt select oltp.customer [where]", other]]  # NEW left out; (NEW,) not read
     assert verdicts[0]["lines"] == [{"line": 2, "seen": other}]  # the session's own line number
     assert not verdicts[1]["anomalous"]
-    assert without_admitted(list(sessions[0]), [NEW]) == list(sessions[0][1:])
 
 
 def test_only_a_successful_line_without_injection_marks_is_ever_reviewed():

@@ -36,9 +36,9 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from paylake.ml.logs.keys import STATEMENT_MARK as STATEMENT
 from paylake.ml.logs.keys import TemplateMiner
 
-STATEMENT = "|stmt "
 SUSPICIOUS_FLAGS = frozenset({"tautology", "comment", "union"})
 
 
@@ -129,8 +129,3 @@ def review_keys(reviews: Sequence[Review], sessions: Iterable[tuple[Sequence[str
 
 def admitted_keys(reviews: Iterable[Review], now: dt.datetime, options: ReviewOptions) -> list[str]:
     return [r.key for r in reviews if r.admitted(now, options)]
-
-
-def without_admitted(keys: Sequence[str], admitted: Sequence[str]) -> list[str]:
-    """``keys`` less the lines whose key fits an admitted key or template."""
-    return [k for k in keys if not any(matches(a, k) for a in admitted)]

@@ -453,9 +453,9 @@ def train_fraud(settings: Settings, options: TrainOptions = TrainOptions(), prog
     booster, worker_metrics, seconds = fit_lightgbm(settings, parts, encoding, options, run_name)
 
     valid_labels = parts["valid"]["label"].to_numpy()
-    calibration = Calibration.fit(booster.predict(encoding.matrix(parts["valid"])), valid_labels)
-    scorer = FraudScorer(booster, encoding, 0.0, calibration)
-    threshold = threshold_at_fpr(scorer.scores(parts["valid"]), valid_labels, options.max_fpr)
+    valid_raw = booster.predict(encoding.matrix(parts["valid"]))
+    calibration = Calibration.fit(valid_raw, valid_labels)
+    threshold = threshold_at_fpr(calibration.apply(valid_raw), valid_labels, options.max_fpr)
     scorer = FraudScorer(booster, encoding, threshold, calibration, options.model_name)
     test_labels = parts["test"]["label"].to_numpy()
     test_x = encoding.matrix(parts["test"])

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 UNKNOWN = "<unknown>"
+STATEMENT_MARK = "|stmt "  # in a statement line's key, between the severity/SQLSTATE prefix and its shape
 
 _MASKS: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:\s?(?:[+-]\d{2}(?::?\d{2})?|UTC|Z))?"),

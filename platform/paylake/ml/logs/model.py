@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from paylake.ml import registry
+from paylake.ml.logs.keys import STATEMENT_MARK
 from paylake.settings import Settings
 
 
@@ -391,9 +392,6 @@ def score_sessions(model, sessions: Sequence[Sequence[int]], window: int, top_g:
                    end_threshold: float = 0.01, min_lines: int = 1) -> list[SessionVerdict]:
     """Each session's verdict (see the module docstring); batched over all lines of all sessions."""
     return line_ranks(model, sessions, window, top_g).verdicts(top_g, end_threshold, min_lines=min_lines)
-
-
-STATEMENT_MARK = "|stmt "
 
 
 def role_statements(sessions: Sequence[tuple[str, Sequence[str]]]) -> dict[str, frozenset[str]]:
