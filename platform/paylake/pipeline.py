@@ -62,14 +62,9 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
     step("extract → bronze", extract_bronze)
 
     def cdc_drain() -> str:
-        from paylake.cdc.stream import CdcBatchReport, drain
+        from paylake.cdc.stream import catch_up
 
-        total = CdcBatchReport("")
-        while True:  # until the slot holds nothing more (each drain is one micro-batch)
-            batch = drain(settings)
-            total.absorb(batch)
-            if not batch.more_pending:
-                break
+        total = catch_up(settings)  # until the slot reaches the WAL position of now
         deleted = sum(t.deleted for t in total.tables.values())
         upserted = sum(t.inserted + t.updated for t in total.tables.values())
         return (f"{total.transactions:,} transaction(s), {total.changes:,} change(s): {upserted:,} upserted, "

@@ -5,6 +5,7 @@ idle drain commits nothing, lag is measured."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pyarrow.compute as pc
 import pytest
@@ -166,6 +167,54 @@ def test_changes_of_a_table_without_bronze_ask_for_an_extract_first(cdc):
     report = drain(cdc, slot=SLOT)
     assert report.tables["device"].updated == 1
     assert lag(cdc, SLOT)[1] == 0.0
+
+
+def cli(settings, monkeypatch, *args: str):
+    """``paylake <args>`` as a user runs it, against ``settings``' database and lake."""
+    from typer.testing import CliRunner
+
+    from paylake.cli import app
+
+    monkeypatch.setenv("PAYLAKE_POSTGRES_DSN", settings.postgres_dsn.get_secret_value())
+    monkeypatch.setenv("PAYLAKE_LAKE_ROOT", settings.lake_root)
+    return CliRunner().invoke(app, list(args))
+
+
+def test_paylake_cdc_drains_past_a_flood_of_changes_outside_the_publication(cdc, monkeypatch):
+    """A big transaction of tables the publication leaves out (e.g. a bulk job) fills several micro-batches:
+    the command goes on until the slot reaches the WAL position of its start, the deletes behind included."""
+    with postgres.connect(cdc, autocommit=True) as conn:
+        conn.execute("create table if not exists public.bulk_scratch (id bigint primary key, note text)")
+    write(cdc, "insert into public.bulk_scratch select g, 'x' from generate_series(1, 400) g"
+               " on conflict (id) do update set note = excluded.note || '!' returning 1")
+    (address,) = write(cdc, "delete from oltp.address where addressid = (select min(addressid) from oltp.address)"
+                            " returning addressid")[0]
+    for _ in range(2):  # more whole transactions than one 100-change window
+        write(cdc, "update public.bulk_scratch set note = note || '.' returning 1")
+    mark = flushed(cdc)
+
+    result = cli(cdc, monkeypatch, "cdc", "--slot", SLOT, "--max-changes", "100")
+
+    assert result.exit_code == 0, result.output
+    drains = re.search(r"(\d+) micro-batch\(es\)", result.output)
+    assert drains and int(drains[1]) >= 3, result.output  # 400 + 1 + 400 + 400 changes, 100 a window
+    assert caught_up(cdc, mark)
+    assert address not in bronze(cdc, "postgres.address")["addressid"].to_pylist()
+    assert_bronze_equals_sources(cdc)
+
+
+def test_paylake_cdc_stopped_early_exits_non_zero_and_a_rerun_goes_on(cdc, monkeypatch):
+    for _ in range(3):
+        write(cdc, "update oltp.location set region = region || '.' where locationid = 2 returning 1")
+    mark = flushed(cdc)
+    stopped = cli(cdc, monkeypatch, "cdc", "--slot", SLOT, "--max-changes", "1", "--max-seconds", "0")
+    assert stopped.exit_code == 1
+    assert "run 'paylake cdc' again" in " ".join(stopped.output.split())
+    assert not caught_up(cdc, mark)
+    again = cli(cdc, monkeypatch, "cdc", "--slot", SLOT)
+    assert again.exit_code == 0, again.output
+    assert caught_up(cdc, mark)
+    assert_bronze_equals_sources(cdc)
 
 
 def test_a_slot_name_of_another_database_is_refused(cdc, settings):

@@ -269,6 +269,49 @@ def follow(settings: Settings, *, slot: str | None = None, interval_s: float = 5
     return total
 
 
+def _confirmed(conn: psycopg.Connection, slot: str) -> int:
+    row = conn.execute("select confirmed_flush_lsn::text from pg_replication_slots where slot_name = %s",
+                       (slot,)).fetchone()
+    if row is None:
+        raise missing_slot(slot)
+    return decoding.lsn_to_int(row[0])
+
+
+def catch_up(settings: Settings, *, slot: str | None = None, max_changes: int = 50_000, sink: Sink | None = None,
+             max_seconds: float | None = None,
+             on_batch: Callable[[CdcBatchReport], None] | None = None) -> CdcBatchReport:
+    """Drain micro-batch after micro-batch until the slot has caught up with the WAL position flushed when
+    this call began (what a user means by 'apply the changes': one drain holds at most ``max_changes``).
+
+    Raises ``PaylakeError`` (the command exits non-zero) when it stops early: ``max_seconds`` ran out, or a
+    drain did not move the slot (it would loop forever). What was applied stays applied; a re-run goes on."""
+    slot = slot or default_slot(settings)
+    check_slot_name(slot)
+    started = time.monotonic()
+    with _connect(settings) as conn:
+        target = decoding.lsn_to_int(conn.execute("select pg_current_wal_flush_lsn()::text").fetchone()[0])
+        position = _confirmed(conn, slot)
+    total = CdcBatchReport(slot)
+    while position < target:
+        batch = drain(settings, slot=slot, max_changes=max_changes, sink=sink)
+        total.absorb(batch)
+        if on_batch is not None:
+            on_batch(batch)
+        with _connect(settings) as conn:
+            moved_to = _confirmed(conn, slot)
+        left = target - moved_to
+        if left > 0 and moved_to <= position:
+            raise PaylakeError(f"slot {slot} did not move past {decoding.int_to_lsn(position)} "
+                               f"({left:,} bytes short of {decoding.int_to_lsn(target)}): stopped; see the log")
+        position = moved_to
+        if left > 0 and max_seconds is not None and time.monotonic() - started > max_seconds:
+            raise PaylakeError(f"slot {slot}: stopped after {max_seconds:g} s with {left:,} bytes of WAL short of "
+                               f"{decoding.int_to_lsn(target)} (the position at the start); what was drained is "
+                               "applied: run 'paylake cdc' again to go on")
+    total.seconds = time.monotonic() - started
+    return total
+
+
 # ----------------------------------------------------------------------------- lag
 def lag(settings: Settings, slot: str | None = None) -> tuple[int, float]:
     """(bytes of WAL the slot has not confirmed, seconds since the commit of the

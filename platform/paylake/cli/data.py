@@ -148,13 +148,19 @@ def cdc_command(
     interval: Annotated[float, typer.Option(help="Seconds between drains with --follow when nothing is "
                                             "pending.")] = 5.0,
     max_changes: Annotated[int, typer.Option(help="Changes read per micro-batch (whole transactions).")] = 50_000,
+    max_seconds: Annotated[float | None, typer.Option(help="Without --follow: stop (exit 1) after this long if the "
+                                                      "slot has not caught up yet (default: drain to the end).")
+                           ] = None,
     slot: Annotated[str | None, typer.Option(help="Logical replication slot (default paylake_cdc_<database>; "
                                              "'paylake extract' creates it; names are cluster-wide).")] = None,
 ) -> None:
-    """Apply PostgreSQL changes (logical decoding) to the bronze tables, exactly once in effect."""
+    """Apply PostgreSQL changes (logical decoding) to the bronze tables, exactly once in effect.
+
+    Without --follow it drains micro-batch after micro-batch until the slot has caught up with the WAL position
+    of its start, or exits non-zero saying why it stopped early."""
     from paylake.cdc.decoding import int_to_lsn
     from paylake.cdc.slot import default_slot, ensure_slot
-    from paylake.cdc.stream import drain, lag
+    from paylake.cdc.stream import catch_up, lag
     from paylake.cdc.stream import follow as follow_slot
     from paylake.settings import load_settings
 
@@ -163,22 +169,23 @@ def cdc_command(
     if ensure_slot(settings, slot).created:
         console.print(f"created replication slot {slot}: changes from now on are captured; run 'paylake extract "
                       "--full' for what came before", highlight=False)
-    if follow:
-        def show(batch) -> None:
-            if batch.transactions:
-                console.print(f"LSN {int_to_lsn(batch.batch)}: {batch.transactions:,} transaction(s), {batch.changes:,} "
-                              f"change(s) in {batch.seconds:.2f} s", highlight=False)
+    def show(batch) -> None:
+        if batch.transactions:
+            console.print(f"LSN {int_to_lsn(batch.batch)}: {batch.transactions:,} transaction(s), {batch.changes:,} "
+                          f"change(s) in {batch.seconds:.2f} s", highlight=False)
 
+    if follow:
         report = follow_slot(settings, slot=slot, interval_s=interval, max_changes=max_changes, on_batch=show)
     else:
-        report = drain(settings, slot=slot, max_changes=max_changes)
+        report = catch_up(settings, slot=slot, max_changes=max_changes, max_seconds=max_seconds, on_batch=show)
     bytes_behind, seconds_behind = lag(settings, slot)
     rows = [(t.table, t.changes, t.inserted, t.updated, t.deleted, t.quarantined, t.truncates,
              "replayed" if t.replayed else "applied") for t in sorted(report.tables.values(), key=lambda t: t.table)]
     console.print(summary_table(f"cdc {slot} → {settings.lake_root}/bronze",
                                 ["table", "changes", "inserted", "updated", "deleted", "quarantined", "truncated",
                                  "outcome"], rows))
-    console.print(f"{report.transactions:,} transaction(s), {report.changes:,} change(s) ({report.skipped:,} of "
+    console.print(f"{report.drains:,} micro-batch(es), {report.transactions:,} transaction(s), {report.changes:,} "
+                  f"change(s) ({report.skipped:,} of "
                   f"tables outside the publication) in {report.seconds:.1f} s; slot at {report.advanced_to or '-'}; "
                   f"lag {bytes_behind:,} bytes, {seconds_behind:.1f} s", highlight=False)
     truncated = [t.table for t in report.tables.values() if t.truncates]
