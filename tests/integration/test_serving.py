@@ -126,6 +126,9 @@ def test_auth_size_and_field_errors(service, fraud_lake):
     assert post(service, "/v1/fraud/score", [txn] * (schemas.MAX_TRANSACTIONS + 1)).status_code == 422
     smuggled = post(service, "/v1/fraud/score", dict(txn, card_number="4111111111111111"))
     assert smuggled.status_code == 422
+    assert "4111111111111111" not in smuggled.text, "a refused value is never echoed"
+    assert [(e["loc"][-1], e["type"]) for e in smuggled.json()["detail"]] == [("card_number", "extra_forbidden")]
+    assert "4321.5" not in post(service, "/v1/fraud/score", dict(txn, amount_eur="-4321.5")).text
     assert post(service, "/v1/logs/score", {"lines": []}).status_code == 422
     assert post(service, "/v1/fraud/score", dict(txn, datetime="2026-01-01T00:00:00")).status_code == 422  # naive
 
@@ -210,7 +213,9 @@ def test_promotion_switches_the_answering_version_under_load_without_failure(ser
     assert failures == []
     new = second.version
     assert seen[:30] == ["1"] * 30 and new in seen and seen[-20:] == [new] * 20, seen
-    models = httpx.get(service["url"] + "/v1/models").json()
+    assert httpx.get(service["url"] + "/v1/models").status_code == 401  # a key is required
+    models = httpx.get(service["url"] + "/v1/models",
+                       headers={"Authorization": f"Bearer {service['keys']['fraud']}"}).json()
     assert models["fraud"]["version"] == second.version
 
 

@@ -106,7 +106,8 @@ def test_the_model_slot_swaps_atomically_and_keeps_the_old_version_when_a_load_f
     assert in_flight.model == "model-1" and slot.get().model == "model-2"
     registry["alias"] = "3"
     assert slot.refresh() is False
-    assert slot.get().version == "2" and "artifact store down" in slot.info()["error"]
+    assert slot.get().version == "2" and "OSError" in slot.info()["error"]
+    assert "artifact store down" not in slot.info()["error"], "no raw exception text reaches a client"
 
 
 def test_serve_options_refuse_unknown_names():
@@ -115,3 +116,32 @@ def test_serve_options_refuse_unknown_names():
     assert ServeOptions.from_args({"poll_seconds": 2}).poll_seconds == 2
     with pytest.raises(PaylakeError, match="unknown serve option"):
         ServeOptions.from_args({"pol_seconds": 2})
+
+
+def test_field_errors_name_the_field_and_the_rule_never_the_value():
+    from pydantic import ValidationError
+
+    from paylake.serving.schemas import FraudTransaction, field_errors
+
+    body = {"transactionid": 1, "datetime": "2026-01-01T00:00:00+00:00", "customerid": 1, "merchantid": 1,
+            "paymentmethodid": 1, "amount_eur": -77.5, "card_number": "4111111111111111"}
+    with pytest.raises(ValidationError) as raised:
+        FraudTransaction.model_validate(body)
+    errors = field_errors(raised.value.errors())
+    assert sorted((e["loc"][-1], e["type"]) for e in errors) == [("amount_eur", "greater_than"),
+                                                                 ("card_number", "extra_forbidden")]
+    assert next(e for e in errors if e["type"] == "greater_than")["ctx"] == {"gt": 0}
+    text = json.dumps(errors)
+    assert "4111111111111111" not in text and "77.5" not in text
+
+
+def test_the_operator_key_is_made_once_and_kept(tmp_path):
+    from paylake.serving.auth import OPERATOR, operator_key
+    from paylake.settings import ServingSettings, Settings
+
+    keys = tmp_path / "api_keys.json"
+    settings = Settings(serving=ServingSettings(api_keys_file=str(keys)))
+    key = operator_key(settings)
+    assert key and operator_key(settings) == key
+    assert (tmp_path / "operator.key").stat().st_mode & 0o077 == 0
+    assert Keyring(load_entries(keys)).authorize(key, "admin").name == OPERATOR

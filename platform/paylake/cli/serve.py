@@ -45,8 +45,11 @@ def serve_up(
 
 
 def print_service(result: dict) -> None:
+    models = {kind: m for kind, m in result["models"].items() if isinstance(m, dict)}
     rows = [(kind, m["name"], m["alias"], m["version"] or "-", m["loaded_at"] or "-", m["error"] or "")
-            for kind, m in result["models"].items()]
+            for kind, m in models.items()]
+    if "error" in result["models"]:
+        console.print(f"[yellow]models not listed:[/] {result['models']['error']}", highlight=False)
     console.print(summary_table(f"scoring service at {result['url']} ({'ready' if result['ready'] else 'NOT ready'})",
                                 ["model", "name", "alias", "version", "loaded at", "error"], rows))
     console.print(f"API docs: {result['url']}/docs   health: {result['url']}/healthz   readiness: "
@@ -57,10 +60,12 @@ def print_service(result: dict) -> None:
 @expected_failures
 def serve_status() -> None:
     """What the running service has loaded."""
+    from paylake.serving.auth import operator_key
     from paylake.serving.deploy import wait_ready
     from paylake.settings import load_settings
 
-    print_service(wait_ready(load_settings().serving.url.rstrip("/"), 5.0, stable_s=0.0))
+    settings = load_settings()
+    print_service(wait_ready(settings.serving.url.rstrip("/"), 5.0, stable_s=0.0, key=operator_key(settings)))
 
 
 @serve_app.command("down")

@@ -256,6 +256,7 @@ class _LimitFromOptions(BodyLimit):
         super().__init__(app, LIMITS["max_body_bytes"])
 
 
+schemas.install_error_handlers(api)
 api.add_middleware(_LimitFromOptions)
 api.add_middleware(RequestId)  # outermost: a 413 carries the request id too
 
@@ -267,7 +268,7 @@ def _key(authorization: Annotated[str | None, Header()] = None,
     return x_api_key
 
 
-def require(scope: str):
+def require(scope: str | None):
     def check(key: Annotated[str | None, Depends(_key)]) -> str:
         try:
             return _KEYS["ring"].get().authorize(key, scope).name
@@ -305,8 +306,8 @@ class Ingress:
         return JSONResponse({"ready": ready, "fraud": fraud["loaded"], "logs": logs["loaded"]},
                             status_code=200 if ready else 503)
 
-    @api.get("/v1/models", summary="what each model deployment serves, from which alias, since when")
-    async def models(self) -> dict:
+    @api.get("/v1/models", summary="what each model deployment serves, from which alias, since when (any key)")
+    async def models(self, _: Annotated[str, Depends(require(None))]) -> dict:
         fraud, logs = await asyncio.gather(self.fraud.info.remote(), self.logs.info.remote())
         return {"fraud": fraud, "logs": logs}
 

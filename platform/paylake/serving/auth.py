@@ -59,13 +59,14 @@ class Keyring:
     def __len__(self) -> int:
         return len(self._by_hash)
 
-    def authorize(self, key: str | None, scope: str) -> Principal:
+    def authorize(self, key: str | None, scope: str | None) -> Principal:
+        """The key's principal, if it holds ``scope`` (``None``: any valid key will do)."""
         if not key:
             raise AuthError(401, "an API key is required (Authorization: Bearer <key> or X-API-Key)")
         principal = self._by_hash.get(hash_key(key))
         if principal is None:
             raise AuthError(401, "unknown API key")
-        if scope not in principal.scopes:
+        if scope is not None and scope not in principal.scopes:
             raise AuthError(403, f"this API key lacks the scope {scope!r}")
         return principal
 
@@ -103,6 +104,28 @@ def add_key(path: Path, name: str, scopes: list[str]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([e.model_dump() for e in entries], indent=1))
     path.chmod(0o600)
+    return key
+
+
+OPERATOR = "paylake-operator"
+OPERATOR_KEY_FILE = "operator.key"
+
+
+def operator_key(settings: Settings) -> str | None:
+    """The key the CLI itself uses for ``/v1/models`` (``paylake serve status``): made once beside the keys file
+    (mode 0600, readable by whoever may read the stack file), scope ``admin``. None without a keys file."""
+    path = keys_file(settings)
+    if path is None:
+        return None
+    key_path = path.parent / OPERATOR_KEY_FILE
+    known = {e.name: e for e in load_entries(path)}
+    if key_path.is_file():
+        key = key_path.read_text().strip()
+        if OPERATOR in known and known[OPERATOR].sha256 == hash_key(key):
+            return key
+    key = add_key(path, OPERATOR, ["admin"])
+    key_path.write_text(key)
+    key_path.chmod(0o600)
     return key
 
 

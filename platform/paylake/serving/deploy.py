@@ -18,6 +18,7 @@ import httpx
 import yaml
 
 from paylake.errors import ConfigError, PaylakeError
+from paylake.serving.auth import operator_key
 from paylake.settings import Settings
 
 CONFIG = Path(__file__).resolve().parents[3] / "serve" / "config.yaml"
@@ -64,10 +65,24 @@ def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120
     progress("deploying the application (ingress, fraud, logs)")
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     progress("waiting for the models to load")
-    return wait_ready(url, wait_s)
+    return wait_ready(url, wait_s, key=operator_key(settings))
 
 
-def wait_ready(url: str, wait_s: float, answer_s: float = 120.0, stable_s: float = 3.0) -> dict:
+def models_info(url: str, key: str | None, wait_s: float = 10.0) -> dict:
+    """``/v1/models`` with ``key`` (a key just written reaches the service's keyring within ~5 s)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        response = httpx.get(f"{url}/v1/models", timeout=10,
+                             headers={"Authorization": f"Bearer {key}"} if key else {})
+        if response.status_code == 200:
+            return response.json()
+        if response.status_code != 401 or key is None or time.monotonic() > deadline:
+            return {"error": f"/v1/models answered {response.status_code}"}
+        time.sleep(0.5)
+
+
+def wait_ready(url: str, wait_s: float, answer_s: float = 120.0, stable_s: float = 3.0,
+               key: str | None = None) -> dict:
     """Wait up to ``answer_s`` for the service to answer, then up to ``wait_s`` for /readyz to say 200 for
     ``stable_s`` in a row: /readyz asks whichever replica the router picks, and a second replica may still be
     loading the version the first one already serves."""
@@ -92,8 +107,7 @@ def wait_ready(url: str, wait_s: float, answer_s: float = 120.0, stable_s: float
                 raise PaylakeError(f"the scoring service at {url} did not answer within {answer_s:.0f} s ({exc}): "
                                    "see the Serve logs in the Ray dashboard") from exc
         time.sleep(0.25 if ready else 0.5)
-    models = httpx.get(f"{url}/v1/models", timeout=10).json()
-    return {"url": url, "ready": ready, "models": models}
+    return {"url": url, "ready": ready, "models": models_info(url, key)}
 
 
 def _json(response: httpx.Response) -> dict:

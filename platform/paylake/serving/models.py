@@ -60,8 +60,9 @@ class ModelSlot:
                     return False
                 model = self._load(version)
             except Exception as exc:  # noqa: BLE001 - keep serving the old version, say why
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("model %s@%s not (re)loaded: %s", self.name, self.alias, self.last_error)
+                # the client sees the kind of failure; the text (paths, hosts) stays in the replica's log
+                self.last_error = f"loading failed ({type(exc).__name__}): see the replica's log"
+                log.warning("model %s@%s not (re)loaded: %s: %s", self.name, self.alias, type(exc).__name__, exc)
                 return False
             self.current = Loaded(self.name, self.alias, version, dt.datetime.now(dt.UTC), model)
             self.last_error = None

@@ -33,6 +33,7 @@ def create_app(model_name: str, alias: str = "champion", max_body_bytes: int = 2
     store = PostgresOnlineStore(settings, keep_connection=True)
     serving_app._KEYS["ring"] = LiveKeyring(settings)
     api = FastAPI(title="paylake fraud scoring (plain uvicorn)")
+    schemas.install_error_handlers(api)
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     api.add_middleware(RequestId)
 

@@ -1,7 +1,9 @@
 """Request and response bodies of the scoring API (pydantic: a bad field is a 422 naming it).
 
 Unknown fields are refused (``extra="forbid"``): a client cannot slip a card
-number or an e-mail into a request the service would then hold.
+number or an e-mail into a request the service would then hold. A 422 names the
+field and the rule it broke, never the value sent (``field_errors``): a card
+number sent by mistake is not echoed back into a client's logs.
 """
 
 from __future__ import annotations
@@ -92,3 +94,32 @@ class LogResponse(BaseModel):
     score: float
     anomalous_lines: list[AnomalousLine]
     model: ModelRef
+
+
+# the rule parameters a 422 may show (numbers and lengths of the schema, never what the client sent)
+_RULE_CONTEXT = ("gt", "ge", "lt", "le", "min_length", "max_length", "multiple_of", "pattern")
+
+
+def field_errors(errors: list[dict]) -> list[dict]:
+    """Pydantic's errors without the refused values: location, rule (``type``), message and the rule's
+    parameters. Pydantic puts the value in ``input`` (and may quote it in ``ctx``): both are dropped."""
+    out = []
+    for error in errors:
+        entry = {"loc": list(error.get("loc", ())), "type": error.get("type"), "msg": error.get("msg")}
+        context = {k: v for k, v in (error.get("ctx") or {}).items()
+                   if k in _RULE_CONTEXT and isinstance(v, int | float | str)}
+        if context:
+            entry["ctx"] = context
+        out.append(entry)
+    return out
+
+
+def install_error_handlers(api) -> None:
+    """422 bodies from ``field_errors`` on a FastAPI app."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    async def refused(_request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": field_errors(exc.errors())}, status_code=422)
+
+    api.add_exception_handler(RequestValidationError, refused)
