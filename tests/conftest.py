@@ -36,6 +36,9 @@ def local_stack():
 
 @pytest.fixture(scope="session")
 def settings(local_stack) -> Settings:
+    # what the code under test finds by itself (the CLI's settings, the keys file beside the stack file) is
+    # the test stack's too, never a demo stack's .paylake/ in the working tree
+    os.environ["PAYLAKE_STACK_FILE"] = str(local_stack.stack_file.resolve())
     return load_settings(local_stack.stack_file)
 
 

@@ -95,10 +95,10 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
 
     def fraud_features() -> str:
         from paylake.ml.fraud.feature_build import build_features
-        from paylake.ml.fraud.online import PostgresOnlineStore, publish_state
+        from paylake.ml.fraud.online import RedisOnlineStore, publish_state
 
         report = build_features(settings)
-        as_of = publish_state(settings, PostgresOnlineStore(settings))
+        as_of = publish_state(settings, RedisOnlineStore(settings))
         built = (f"{report.rows:,} rows, version {report.version}" if report.state == "built"
                  else f"unchanged (version {report.version})")
         return f"gold/features/fraud {built}; online store as of {as_of:%Y-%m-%d %H:%M}"

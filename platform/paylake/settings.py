@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     mongo_uri: SecretStr = SecretStr("mongodb://127.0.0.1:27017/")
     mongo_database: str = "paylake"
 
+    # The online feature store (Redis protocol): ElastiCache for Valkey/Redis in production
+    # (rediss://user:password@<cluster>.cache.amazonaws.com:6379/0), the stack's own server on a laptop.
+    online_store_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+
     # The lake: a local path or s3://bucket/prefix.
     lake_root: str = ".paylake/lake"
     s3_endpoint_url: str | None = None

@@ -240,11 +240,12 @@ def build_star_command() -> None:
 @expected_failures
 def features_command(
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Also publish the entities' state to the "
-                                          "online store (schema feature_store of PostgreSQL).")] = True,
+                                          "online store (Redis tiles; built aside, swapped, later events kept)."
+                                          )] = True,
 ) -> None:
     """Silver → gold/features/fraud: point-in-time fraud features of every transaction (Ray tasks, DuckDB)."""
     from paylake.ml.fraud.feature_build import build_features, feature_uri
-    from paylake.ml.fraud.online import PostgresOnlineStore, publish_state
+    from paylake.ml.fraud.online import RedisOnlineStore, publish_state
     from paylake.settings import load_settings
 
     settings = load_settings()
@@ -256,7 +257,7 @@ def features_command(
                                   report.seconds, report.rows / report.seconds if report.rows > 0 else "-")]))
     if publish:
         with console.status("publishing the online store"):
-            as_of = publish_state(settings, PostgresOnlineStore(settings))
+            as_of = publish_state(settings, RedisOnlineStore(settings))
         console.print(f"online store published as of {as_of.isoformat()}", highlight=False)
 
 

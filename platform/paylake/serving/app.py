@@ -14,9 +14,17 @@ Options (``ServeOptions``) come from ``serve/config.yaml``'s ``args`` or from
 ``paylake serve up``. Connection settings come from the environment of the Ray
 nodes (``PAYLAKE_*``, or the stack file named by ``PAYLAKE_STACK_FILE``, which
 the local Ray head carries): never through deployment arguments, which Serve
-stores in its controller. ``online_database`` and ``lake_root`` redirect the
+stores in its controller. ``online_prefix`` and ``lake_root`` redirect the
 online store and the records (a test's or benchmark's own world): names, not
-secrets.
+secrets. Replicas get no OLTP credentials: they touch the online store (Redis),
+the registry and the lake's served-score table only.
+
+Every scoring batch logs its stages (validation, store read, features, predict and
+explain, record) at debug level and exports them as the Ray histogram
+``paylake_serving_stage_ms`` (tag ``stage``) with ``paylake_serving_batch_size``.
+A model not loaded, an overloaded replica or a dead one answers 503 with
+``Retry-After``; the ingress retries a call whose replica died once on another
+(scoring is idempotent by transaction id: the store counts a payment once).
 """
 
 import asyncio
@@ -57,7 +65,7 @@ class ServeOptions:
     # ~50 % of a core (log listings and commits), taking CPU from scoring on 2 cores
     record_every_s: float = 10.0
     record_in_store: bool = True  # a scored payment moves its entities' online state forward
-    online_database: str | None = None
+    online_prefix: str = "pl"  # the online store's key prefix
     lake_root: str | None = None
 
     @classmethod
@@ -70,18 +78,37 @@ class ServeOptions:
         return cls(**args)
 
 
+NO_OLTP = "postgresql://replica-without-oltp-access@invalid.invalid/none"
+
+
 def replica_settings(options: ServeOptions) -> Settings:
-    """The node's settings, redirected to the options' online database and lake (when given)."""
+    """The node's settings without the OLTP credentials (a replica has no business there), redirected to the
+    options' lake (when given)."""
     from pydantic import SecretStr
 
     settings = load_settings()
-    update: dict[str, Any] = {}
-    if options.online_database:
-        dsn = settings.postgres_dsn.get_secret_value().rsplit("/", 1)[0]
-        update["postgres_dsn"] = SecretStr(f"{dsn}/{options.online_database}")
+    update: dict[str, Any] = {"postgres_dsn": SecretStr(NO_OLTP)}
     if options.lake_root:
         update["lake_root"] = options.lake_root
-    return settings.model_copy(update=update) if update else settings
+    return settings.model_copy(update=update)
+
+
+class _StageMetrics:
+    """Ray metrics of the scoring stages (created once per replica)."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics
+
+        self.stage = metrics.Histogram("paylake_serving_stage_ms", description="time of one scoring stage per batch",
+                                       boundaries=[0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+                                       tag_keys=("stage",))
+        self.batch = metrics.Histogram("paylake_serving_batch_size", description="payments per scoring batch",
+                                       boundaries=[1, 2, 4, 8, 16, 32, 64, 128])
+
+    def observe(self, stages: dict[str, float], size: int) -> None:
+        for name, ms in stages.items():
+            self.stage.observe(ms, tags={"stage": name})
+        self.batch.observe(size)
 
 
 class _Watcher:
@@ -130,19 +157,21 @@ class _ModelDeployment:
 @serve.deployment(name="fraud", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
 class FraudDeployment(_ModelDeployment):
     def __init__(self, options: dict) -> None:
-        from paylake.ml.fraud.online import PostgresOnlineStore
+        from paylake.ml.fraud.online import RedisOnlineStore
         from paylake.ml.fraud.scorer import FraudScorer
         from paylake.serving.records import ScoreRecorder
 
         self._start(options, lambda o: o.fraud_model, FraudScorer.load, self.score)
-        self.store = PostgresOnlineStore(self.settings, keep_connection=True)
+        self.store = RedisOnlineStore(self.settings, prefix=self.options.online_prefix)
         self.recorder = ScoreRecorder(self.settings, self.options.record_every_s) if self.options.record_scores \
             else None
+        self.metrics = _StageMetrics()
 
     def info(self) -> dict:
         info = self.slot.info()
         if self.recorder is not None:
             info["records_written"] = self.recorder.written
+            info["records_dropped"] = self.recorder.dropped
         return info
 
     def flush_records(self) -> int:
@@ -151,8 +180,7 @@ class FraudDeployment(_ModelDeployment):
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def score(self, bodies: list[list[dict]]) -> list[list[dict]]:
         """One call per request body (its transactions, one or a list); calls are batched across requests,
-        single and list bodies alike, into one feature-SQL run (a list scored apart, in its own thread,
-        contended for the replica's core: bench/serve.py lists of 10 at 0.77x the plain process)."""
+        single and list bodies alike, into one read of the online store."""
         results = await asyncio.to_thread(self._score, [item for items in bodies for item in items])
         out, at = [], 0
         for items in bodies:
@@ -164,10 +192,17 @@ class FraudDeployment(_ModelDeployment):
         """``items``: {"txn": validated transaction, "request_id": ...}; one result dict per item (an
         ``error`` key with a status when that item could not be scored)."""
         from paylake.ml.fraud.features import validate_transaction
-        from paylake.ml.fraud.online import transactions_features
+        from paylake.ml.fraud.online import from_aggregates
         from paylake.serving.records import record
 
         started = time.perf_counter()
+        stages: dict[str, float] = {}
+
+        def lap(name: str, since: float) -> float:
+            now = time.perf_counter()
+            stages[name] = (now - since) * 1000
+            return now
+
         try:
             loaded = self.slot.get()
         except ModelNotReady as exc:
@@ -180,14 +215,20 @@ class FraudDeployment(_ModelDeployment):
                 ok.append(i)
             except ContractError as exc:
                 out[i] = {"error": str(exc), "status": 422}
-        try:  # one run of the feature SQL for the whole batch
-            rows = transactions_features(self.store, [items[i]["txn"] for i in ok]) if ok else []
+        at = lap("validate", started)
+        txns = [items[i]["txn"] for i in ok]
+        try:  # one atomic script: record (idempotent by transaction id), then read, in order
+            raw = self.store.read(txns, record=self.options.record_in_store) if txns else []
         except Exception as exc:  # noqa: BLE001 - the store: retryable
             log.warning("online features failed: %s", type(exc).__name__)
             error = {"error": f"online feature store unavailable ({type(exc).__name__}): retry", "status": 503}
             return [error if i in ok else out[i] for i in range(len(items))]
+        at = lap("store_read", at)
+        rows = [from_aggregates(txn, values) for txn, values in zip(txns, raw)]
+        at = lap("features", at)
         if rows:
             predictions = loaded.model.explain(rows, self.options.top_features)
+            at = lap("predict_explain", at)
             latency_ms = (time.perf_counter() - started) * 1000
             for i, row, prediction in zip(ok, rows, predictions):
                 txn = items[i]["txn"]
@@ -196,11 +237,9 @@ class FraudDeployment(_ModelDeployment):
                 if self.recorder is not None:
                     self.recorder.add(record(items[i]["request_id"], txn["transactionid"], loaded.name,
                                              loaded.version, prediction, len(row["defaulted"]), latency_ms))
-            if self.options.record_in_store:
-                try:
-                    self.store.record_transactions([items[i]["txn"] for i in ok])
-                except Exception as exc:  # noqa: BLE001 - the scores stand; the state catches up at publish
-                    log.warning("scored payments not recorded in the online store: %s", type(exc).__name__)
+            lap("record", at)
+        self.metrics.observe(stages, len(items))
+        log.debug("scored %d: %s", len(items), " ".join(f"{k}={v:.1f}ms" for k, v in stages.items()))
         return out
 
     def __del__(self) -> None:
@@ -278,9 +317,33 @@ def require(scope: str | None):
     return check
 
 
+RETRY_AFTER_S = "1"
+
+
 def _raise_for(result: dict) -> None:
     if "error" in result:
-        raise HTTPException(result["status"], result["error"])
+        headers = {"Retry-After": RETRY_AFTER_S} if result["status"] == 503 else None
+        raise HTTPException(result["status"], result["error"], headers=headers)
+
+
+async def _call(method, payload, what: str):
+    """A deployment call from the ingress: retried once when its replica died (the router then picks a live
+    one; scoring is idempotent by transaction id), a 503 with Retry-After when the replicas are overloaded
+    or none is alive."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import BackPressureError
+
+    for attempt in (1, 2):
+        try:
+            return await method.remote(payload)
+        except BackPressureError:
+            raise HTTPException(503, f"the {what} model is overloaded: retry",
+                                headers={"Retry-After": RETRY_AFTER_S}) from None
+        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+            log.warning("%s replica lost (%s), attempt %d", what, type(exc).__name__, attempt)
+            if attempt == 2:
+                raise HTTPException(503, f"no {what} replica answered: retry",
+                                    headers={"Retry-After": RETRY_AFTER_S}) from None
 
 
 @serve.deployment(name="ingress", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
@@ -322,8 +385,8 @@ class Ingress:
                           body: Annotated[schemas.FraudRequest, Body()]) -> dict:
         request_id = request.scope["state"]["request_id"]
         transactions = body if isinstance(body, list) else [body]
-        results = await self.fraud.score.remote([{"txn": t.model_dump(), "request_id": request_id}
-                                                 for t in transactions])
+        results = await _call(self.fraud.score, [{"txn": t.model_dump(), "request_id": request_id}
+                                                 for t in transactions], "fraud")
         for result in results:
             _raise_for(result)
         return {"request_id": request_id, "results": results}
@@ -334,7 +397,7 @@ class Ingress:
                          body: schemas.LogSessionRequest) -> dict:
         request_id = request.scope["state"]["request_id"]
         lines = [line.model_dump(exclude_none=True) for line in body.lines]
-        result = await self.logs.score_one.remote({"lines": lines, "user": body.user})
+        result = await _call(self.logs.score_one, {"lines": lines, "user": body.user}, "logs")
         _raise_for(result)
         return {"request_id": request_id, "session_id": body.session_id, **result}
 

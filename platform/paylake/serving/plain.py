@@ -20,7 +20,7 @@ from paylake.settings import load_settings
 
 
 def create_app(model_name: str, alias: str = "champion", max_body_bytes: int = 256 * 1024) -> FastAPI:
-    from paylake.ml.fraud.online import PostgresOnlineStore, transactions_features
+    from paylake.ml.fraud.online import RedisOnlineStore, transactions_features
     from paylake.ml.fraud.scorer import FraudScorer
     from paylake.serving.auth import LiveKeyring
     from paylake.serving.models import alias_resolver
@@ -30,7 +30,7 @@ def create_app(model_name: str, alias: str = "champion", max_body_bytes: int = 2
     if version is None:
         raise SystemExit(f"no {model_name}@{alias}: run 'paylake train fraud' first")
     model = FraudScorer.load(settings, model_name, version)
-    store = PostgresOnlineStore(settings, keep_connection=True)
+    store = RedisOnlineStore(settings)
     serving_app._KEYS["ring"] = LiveKeyring(settings)
     api = FastAPI(title="paylake fraud scoring (plain uvicorn)")
     schemas.install_error_handlers(api)
@@ -38,12 +38,10 @@ def create_app(model_name: str, alias: str = "champion", max_body_bytes: int = 2
     api.add_middleware(RequestId)
 
     def score(txns: list[dict]) -> list[dict]:
-        rows = transactions_features(store, txns)
-        out = [{"transactionid": txn["transactionid"], **prediction, "defaulted": list(row["defaulted"]),
-                "model": {"name": model_name, "version": version}}
-               for txn, row, prediction in zip(txns, rows, model.explain(rows))]
-        store.record_transactions(txns)
-        return out
+        rows = transactions_features(store, txns, record=True)
+        return [{"transactionid": txn["transactionid"], **prediction, "defaulted": list(row["defaulted"]),
+                 "model": {"name": model_name, "version": version}}
+                for txn, row, prediction in zip(txns, rows, model.explain(rows))]
 
     @api.post("/v1/fraud/score", response_model=schemas.FraudResponse)
     async def fraud_score(request: Request, _: Annotated[str, Depends(serving_app.require("fraud:score"))],

@@ -34,25 +34,49 @@ def table_uri(settings: Settings) -> str:
 
 
 class ScoreRecorder:
-    def __init__(self, settings: Settings, every_s: float = 2.0, max_rows: int = 500) -> None:
-        self.settings, self.every_s, self.max_rows = settings, every_s, max_rows
+    """The buffer and its writer. Never loses a record silently:
+
+    * a flush cuts the buffer into a batch with a new number (numbers are never reused) and commits the
+      batches still pending in order, under a flush lock (the thread and an explicit flush never interleave);
+    * a failed commit keeps its batch, rows and number, for the next flush: if the failure came after the
+      commit landed, the retry is recognised by its number (``append_rows`` answers False) and not
+      appended twice;
+    * the buffer is bounded (``max_buffer`` rows, pending batches included): a record beyond it is dropped
+      and counted (``dropped``, and the Ray metric ``paylake_serving_records_dropped``), never held until
+      the replica runs out of memory."""
+
+    def __init__(self, settings: Settings, every_s: float = 2.0, max_rows: int = 500,
+                 max_buffer: int = 200_000) -> None:
+        self.settings, self.every_s, self.max_rows, self.max_buffer = settings, every_s, max_rows, max_buffer
         self.uri = table_uri(settings)
         self.app_id = f"serving-{uuid.uuid4().hex[:12]}"
         self._rows: list[dict] = []
+        self._pending: list[tuple[int, list[dict]]] = []  # cut, not committed yet
+        self._held = 0  # rows in _pending
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._batch = 0
         self.written = 0
+        self.dropped = 0
         self.last_error: str | None = None
+        self._metrics = _metrics()
         self._thread = threading.Thread(target=self._run, name="score-recorder", daemon=True)
         self._thread.start()
 
-    def add(self, record: dict) -> None:
+    def add(self, record: dict) -> bool:
+        """Buffer one record; False (and counted) when the buffer is full."""
         with self._lock:
+            if len(self._rows) + self._held >= self.max_buffer:
+                self.dropped += 1
+                if self._metrics:
+                    self._metrics["dropped"].inc()
+                return False
             self._rows.append(record)
             if len(self._rows) >= self.max_rows:
                 self._wake.set()
+        return True
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -61,30 +85,58 @@ class ScoreRecorder:
             self.flush()
 
     def flush(self) -> int:
-        with self._lock:
-            rows, self._rows = self._rows, []
-        if not rows:
-            return 0
-        self._batch += 1
-        try:
-            lake.append_rows(self.settings, self.uri, pa.Table.from_pylist(rows, schema=SCHEMA),
-                             app_id=self.app_id, batch=self._batch, state={"rows": len(rows)})
-        except Exception as exc:  # noqa: BLE001 - keep the rows for the next try, say why
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("served-score records not written yet (%d rows kept): %s", len(rows), self.last_error)
+        """Commit what is buffered and pending; returns the rows committed by this call."""
+        with self._flush_lock:
             with self._lock:
-                self._rows[:0] = rows
-            self._batch -= 1
-            return 0
-        self.written += len(rows)
-        self.last_error = None
-        return len(rows)
+                rows, self._rows = self._rows, []
+                if rows:
+                    self._batch += 1
+                    self._pending.append((self._batch, rows))
+                    self._held += len(rows)
+            done = 0
+            while self._pending:
+                batch, rows = self._pending[0]
+                try:
+                    committed = lake.append_rows(self.settings, self.uri, pa.Table.from_pylist(rows, schema=SCHEMA),
+                                                 app_id=self.app_id, batch=batch, state={"rows": len(rows)})
+                except Exception as exc:  # noqa: BLE001 - keep the batch for the next flush, say why
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("served-score records not written yet (%d rows kept, batch %d): %s",
+                                self._held, batch, self.last_error)
+                    break
+                if not committed:
+                    log.info("served-score batch %d was already committed (a retry after a lost answer)", batch)
+                with self._lock:
+                    self._pending.pop(0)
+                    self._held -= len(rows)
+                done += len(rows)
+                self.last_error = None
+            self.written += done
+            if self._metrics and done:
+                self._metrics["written"].inc(done)
+            return done
 
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
         self.flush()
+
+
+def _metrics() -> dict | None:
+    """Ray metrics of the recorder (None outside a Ray worker: tests of the pure logic)."""
+    try:
+        import ray
+        from ray.util import metrics
+
+        if not ray.is_initialized():
+            return None
+        return {"dropped": metrics.Counter("paylake_serving_records_dropped",
+                                           description="served-score records dropped: the buffer was full"),
+                "written": metrics.Counter("paylake_serving_records_written",
+                                           description="served-score records committed to the lake")}
+    except Exception:  # noqa: BLE001 - metrics are an aid, never a reason not to serve
+        return None
 
 
 def record(request_id: str, transactionid: int, name: str, version: str, result: dict, defaulted: int,

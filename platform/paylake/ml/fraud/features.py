@@ -47,8 +47,24 @@ import datetime as dt
 
 from paylake.errors import ContractError
 
-WINDOWS = {"1h": "1 hour", "24h": "24 hours", "7d": "7 days"}
-MEDIAN_WINDOW = "30 days"
+# The windows of the definition: the batch runs them as SQL frames, the online store as tiles
+# (paylake.ml.fraud.online); both read these spans.
+WINDOW_SPANS = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7)}
+MEDIAN_SPAN = dt.timedelta(days=30)  # the customer's median amount
+DISTINCT_WINDOW = "24h"  # the payment method's distinct merchants and countries
+
+
+def _sql_interval(span: dt.timedelta) -> str:
+    return f"{int(span.total_seconds())} seconds"
+
+
+def window_span(name: str) -> dt.timedelta:
+    """A window of the definition by name (``median``: the customer's median amount)."""
+    return MEDIAN_SPAN if name == "median" else WINDOW_SPANS[name]
+
+
+WINDOWS = {name: _sql_interval(span) for name, span in WINDOW_SPANS.items()}
+MEDIAN_WINDOW = _sql_interval(MEDIAN_SPAN)
 # how much history each entity's windows read (the online store keeps exactly this)
 HISTORY = {"customer": dt.timedelta(days=30), "payment_method": dt.timedelta(days=7),
            "device": dt.timedelta(days=7), "merchant": dt.timedelta(days=7)}
@@ -89,8 +105,8 @@ def entity_sql(entity: str, target_partitions_only: bool = False) -> str:
                        f"{MEDIAN_WINDOW} preceding and current row exclude group)")
         select += ["median(amount_eur) over w_median as cust_median_30d"]
     if entity == "payment_method":
-        select += ["count(distinct merchantid) over w_24h as pm_distinct_merchants_24h",
-                   "count(distinct country) over w_24h as pm_distinct_countries_24h"]
+        select += [f"count(distinct merchantid) over w_{DISTINCT_WINDOW} as pm_distinct_merchants_24h",
+                   f"count(distinct country) over w_{DISTINCT_WINDOW} as pm_distinct_countries_24h"]
     body = ",\n               ".join(select)
     where = "where is_target" + (" and deviceid is not null" if entity == "device" else "")
     source = (f"(select * from events where {key} in (select {key} from events where is_target)) as events"

@@ -1,270 +1,281 @@
-"""The online feature store, and the features of one incoming transaction from it.
+"""The online feature store: window aggregates as tiles in Redis, fed by the change stream, merged at read time.
 
-**Why PostgreSQL.** The state behind a transaction's features is a few
-indexed row sets per entity (recent events, first-seen devices and countries,
-a merchant's tally) read together in one round trip and updated together
-after each payment. PostgreSQL serves that in about a millisecond on a primary
-key or an index range, updates it transactionally (a payment and its tally move
-together), is already run, backed up and access-controlled for the OLTP system
-(RDS in production), and needs no second server or client library. A Redis
-deployment would shave a fraction of a millisecond at the price of a new
-server, hand-written index structures and weaker transactions; the
-``OnlineStore`` protocol below keeps that door open.
+**Why Redis, not PostgreSQL.** The store used to be a schema of the OLTP database: each publish
+truncated and reloaded it there (its WAL flooded the CDC slot, scoring waited on the lock) and each read
+windowed over every raw event of the payment's entities in DuckDB (~33 ms of CPU per payment).
+``bench/online_store.py`` measures reads of a batch of entity keys on both stores: Redis with the
+tiles below answers a feature vector in one round trip of a server-side script, a PostgreSQL database
+of its own reads the raw rows back over an index and leaves the windows to the client (the figures are
+in ``bench/README.md``). Redis is also what production online stores run (ElastiCache for
+Valkey/Redis; Feast's and Tecton's online stores), and its scripts make a record-then-read atomic: two
+replicas scoring payments of one card never read state without each other.
 
-The store lives in schema ``feature_store`` of the database it is given. It
-holds no PII: ids, amounts, times, countries, categories, coordinates of
-cities. ``publish`` replaces it, in one transaction, with the state as of a
-point in time computed from silver; ``record_transaction`` and
-``record_confirmation`` move it forward as payments and fraud confirmations
-happen (events older than the longest window are dropped by the next publish;
-reads never look further back); ``transaction_features`` reads a transaction's entities and runs the
-feature definition (``paylake.ml.fraud.features``) over them: the same SQL as the
-batch path, so the two agree (``tests/integration/test_fraud_features.py``).
+**Tiles.** Per entity (customer, payment method, device, merchant) the store keeps partial aggregates per
+hour and per day (count, sum, and for payment methods the distinct merchants and countries) and the raw
+events of the partial hours at a window's edges (a sorted set by time). A window ``[t - w, t)`` merges the
+whole days and hours inside it with the raw events of its two partial hours: exact to the microsecond (the
+batch's ``range … exclude group`` frame), and a read costs a few dozen tiles, not every event. The
+merchant's fraud rate uses all-time tallies minus what happened at or after ``t``; new device / new country
+the first time each was seen; the customer's 30-day median the raw amounts. The windows, spans and
+smoothing are ``paylake.ml.fraud.features``' (``WINDOWS``, ``HISTORY``, ``MEDIAN_WINDOW``, the prior):
+one definition, two executions — the batch runs it as window SQL over silver, the store as tiles.
+
+**Fed by the change stream.** ``record_transactions`` (payments) and ``record_confirmations`` (fraud
+confirmations) are idempotent by transaction id: the CDC sink (``paylake.cdc.online``) calls them for
+every committed payment and status change, Serve for every payment it scores (``read(..., record=True)``:
+recorded, then read, in one atomic script); a payment scored and later committed counts once.
+
+**Publishing** (a backfill, a change of definition) builds a new generation of keys aside while live
+writes go to both, replays into it what the live generation recorded after the snapshot, then swaps the
+pointer ``pl:current`` in one command and drops the old generation: reads never wait and later events are
+never erased. The store holds no PII: ids, amounts, times, countries, categories, coordinates of cities.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import threading
-from collections.abc import Iterator
+import math
+import time
+import uuid
+from pathlib import Path
 from typing import Protocol
 
-import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from paylake.errors import PaylakeError
 from paylake.ml.fraud import features
 from paylake.settings import Settings
-from paylake.stores import postgres
 
-SCHEMA = "feature_store"
-KEEP = max(features.HISTORY.values())  # the events kept: the longest window of any entity
-COMPACTED_AT = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # a merchant's tally before the snapshot, as one row
-
-DDL = f"""
-create schema if not exists {SCHEMA};
-create table if not exists {SCHEMA}.event (
-    transactionid bigint primary key, datetime timestamptz not null, customerid bigint not null,
-    merchantid bigint not null, paymentmethodid bigint not null, deviceid bigint, locationid bigint,
-    country text, amount_eur double precision not null);
-create index if not exists event_customer on {SCHEMA}.event (customerid, datetime);
-create index if not exists event_payment_method on {SCHEMA}.event (paymentmethodid, datetime);
-create index if not exists event_device on {SCHEMA}.event (deviceid, datetime);
-create index if not exists event_merchant on {SCHEMA}.event (merchantid, datetime);
-create table if not exists {SCHEMA}.first_seen (
-    customerid bigint not null, kind text not null, value text not null, seen_at timestamptz not null,
-    primary key (customerid, kind, value));
-create table if not exists {SCHEMA}.merchant_tally (
-    merchantid bigint not null, tally_at timestamptz not null, txns bigint not null, frauds bigint not null);
-create index if not exists merchant_tally_merchant on {SCHEMA}.merchant_tally (merchantid);
-create table if not exists {SCHEMA}.customer (
-    customerid bigint primary key, segment text, signupdate date, country text, home_lat double precision,
-    home_lon double precision);
-create table if not exists {SCHEMA}.merchant (merchantid bigint primary key, industry text, size text);
-create table if not exists {SCHEMA}.payment_method (paymentmethodid bigint primary key, type text);
-create table if not exists {SCHEMA}.location (
-    locationid bigint primary key, country text, latitude double precision, longitude double precision);
-create table if not exists {SCHEMA}.snapshot (
-    id integer primary key check (id = 1), as_of timestamptz not null, published_at timestamptz not null);
-"""
-
-TABLES = ("event", "first_seen", "merchant_tally", "customer", "merchant", "payment_method", "location")
-
-EVENT_SCHEMA = pa.schema([("transactionid", pa.int64()), ("datetime", pa.timestamp("us", tz="UTC")),
-                          ("customerid", pa.int64()), ("merchantid", pa.int64()), ("paymentmethodid", pa.int64()),
-                          ("deviceid", pa.int64()), ("locationid", pa.int64()), ("country", pa.string()),
-                          ("amount_eur", pa.float64())])
+KEEP = max(features.HISTORY.values())  # the raw events kept at a publish: the longest window of any entity
+SCRIPT = (Path(__file__).with_name("online_tiles.lua")).read_text()
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_WINDOW_US = [int(features.window_span(w).total_seconds() * 1_000_000) for w in features.WINDOWS]
+_MEDIAN_US = int(features.window_span("median").total_seconds() * 1_000_000)
+_DISTINCT_US = int(features.window_span(features.DISTINCT_WINDOW).total_seconds() * 1_000_000)
+_ENTITIES = ("cust", "pm", "dev", "merch")
+CHUNK = 500  # items per script call when loading or replaying (reads of other clients interleave)
+_MODES = {"live": "0", "bulk": "1", "into": "2"}
 
 
 class OnlineStore(Protocol):
     """The entity state behind online features (one implementation per store)."""
 
     def publish(self, state: dict[str, pa.Table], as_of: dt.datetime) -> None:
-        """Replace the whole state by ``state`` (relations named as in ``TABLES``), as of ``as_of``."""
+        """Replace the state by ``state`` as of ``as_of``, keeping what was recorded after it."""
 
-    def read(self, txn: dict) -> dict[str, pa.Table]:
-        """The relations the features of ``txn`` need: its entities' events, first-seen, tally, dimensions."""
+    def read(self, txns: list[dict], *, record: bool = False) -> list[list[str]]:
+        """The raw aggregates of each transaction as of its time (``record``: record each first)."""
 
-    def read_many(self, txns: list[dict]) -> dict[str, pa.Table]:
-        """The same relations for several transactions at once (their union)."""
+    def record_transactions(self, txns: list[dict]) -> int:
+        """Add payments to their entities' state (idempotent by transaction id); returns how many were new."""
 
-    def record_transaction(self, txn: dict) -> None:
-        """Add a scored transaction to its entities' state."""
-
-    def record_transactions(self, txns: list[dict]) -> None:
-        """Add several, in one go."""
-
-    def record_confirmation(self, merchantid: int, at: dt.datetime) -> None:
-        """Count a fraud confirmed at ``at`` in its merchant's tally."""
+    def record_confirmations(self, confirmations: list[tuple[int, int, dt.datetime]]) -> int:
+        """Count frauds confirmed: (transactionid, merchantid, confirmed_at); idempotent by transaction id."""
 
 
-class PostgresOnlineStore:
-    """``OnlineStore`` in a PostgreSQL schema (see the module docstring)."""
+def micros(at: dt.datetime) -> int:
+    if at.tzinfo is None:
+        raise PaylakeError("online store times must be timezone-aware")
+    delta = at - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
-    def __init__(self, settings: Settings, *, keep_connection: bool = False) -> None:
-        """``keep_connection``: reuse one connection for reads and records (a long-lived scorer: a new
-        connection costs a TLS/SCRAM handshake per transaction); calls then take turns on it."""
-        self.settings = settings
-        self.keep_connection = keep_connection
-        self._shared: psycopg.Connection | None = None
-        self._lock = threading.Lock()
 
-    def _connect(self, **kwargs) -> psycopg.Connection:
-        return postgres.connect(self.settings, **kwargs)
+def _s(value) -> str:
+    return "" if value is None else str(value)
 
-    @contextlib.contextmanager
-    def _session(self) -> Iterator[psycopg.Connection]:
-        """A connection for one unit of work, committed at the end (rolled back on error)."""
-        if not self.keep_connection:
-            with self._connect() as conn:
-                yield conn
-            return
-        with self._lock:
-            if self._shared is None or self._shared.closed or self._shared.broken:
-                self._shared = self._connect()
-            conn = self._shared
-            try:
-                yield conn
-                conn.commit()
-            except BaseException:
-                if not conn.closed:
-                    conn.rollback()
-                raise
+
+def _amount(value) -> str:
+    return repr(float(value))
+
+
+class RedisOnlineStore:
+    """``OnlineStore`` on a Redis server (see the module docstring). Thread-safe (a connection pool)."""
+
+    def __init__(self, settings: Settings, prefix: str = "pl") -> None:
+        """``prefix``: the keys' prefix (``pl``; a test's or benchmark's own world on the same server)."""
+        import redis
+
+        if not prefix or ":" in prefix:
+            raise PaylakeError(f"online store prefix {prefix!r}: a non-empty name without ':'")
+        self.settings, self.prefix = settings, prefix
+        url = settings.online_store_url.get_secret_value()
+        self.client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3,
+                                           socket_timeout=30, health_check_interval=30)
+        self.script = self.client.register_script(SCRIPT)
+        self._where = url.split("@")[-1]
+
+    def _call(self, *args):
+        import redis
+
+        try:
+            return self.script(args=[args[0], self.prefix, *args[1:]])
+        except redis.ConnectionError as exc:
+            raise PaylakeError(f"online store at {self._where} refused the connection ({exc}): run "
+                               "'paylake stack up'") from None
+        except redis.ResponseError as exc:
+            if "no online state published" in str(exc):
+                raise PaylakeError("the online store holds no state yet: run 'paylake features' (it publishes)"
+                                   ) from None
+            raise
+
+    def _k(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
 
     def close(self) -> None:
-        with self._lock:
-            if self._shared is not None:
-                self._shared.close()
-                self._shared = None
+        self.client.close()
 
-    def ensure(self) -> None:
-        with self._connect(autocommit=True) as conn:
-            conn.execute(DDL)
+    # ------------------------------------------------------------------ writes
+    @staticmethod
+    def _txn_args(txn: dict) -> list[str]:
+        return [str(int(txn["transactionid"])), str(micros(txn["datetime"])), str(int(txn["customerid"])),
+                str(int(txn["merchantid"])), str(int(txn["paymentmethodid"])), _s(txn.get("deviceid")),
+                _s(txn.get("locationid")), _amount(txn["amount_eur"]), _s(txn.get("country"))]
 
-    def publish(self, state: dict[str, pa.Table], as_of: dt.datetime) -> None:
-        self.ensure()
-        with self._connect() as conn:
-            for table in TABLES:
-                conn.execute(f"truncate {SCHEMA}.{table}")
-                if state[table].num_rows:
-                    postgres.copy_from_arrow(conn, f"{SCHEMA}.{table}", state[table])
-            conn.execute(f"insert into {SCHEMA}.snapshot values (1, %s, now()) on conflict (id) do update"
-                         " set as_of = excluded.as_of, published_at = excluded.published_at", (as_of,))
-            conn.commit()
+    def record_transactions(self, txns: list[dict], *, mode: str = "live", generation: str = "") -> int:
+        """``mode``: ``live`` (every generation being written), ``bulk`` (a publish's load into ``generation``:
+        the all-time tallies are loaded apart) or ``into`` (a publish's replay into ``generation``)."""
+        added = 0
+        for at in range(0, len(txns), CHUNK):
+            args = [a for txn in txns[at:at + CHUNK] for a in self._txn_args(txn)]
+            added += int(self._call("record", _MODES[mode], generation, *args))
+        return added
 
-    def read(self, txn: dict) -> dict[str, pa.Table]:
-        return self.read_many([txn])
+    def record_confirmations(self, confirmations: list[tuple[int, int, dt.datetime]], *, mode: str = "live",
+                             generation: str = "") -> int:
+        added = 0
+        flag = _MODES[mode]
+        for at in range(0, len(confirmations), CHUNK):
+            args = [a for txid, merchant, when in confirmations[at:at + CHUNK]
+                    for a in (str(int(txid)), str(int(merchant)), str(micros(when)))]
+            added += int(self._call("confirm", flag, generation, *args))
+        return added
 
-    def read_many(self, txns: list[dict]) -> dict[str, pa.Table]:
-        """One round trip per relation for all of ``txns``' entities (history from the earliest target's
-        windows: older events than a target's windows never enter its features)."""
-        earliest = min(t["datetime"] for t in txns)
-        spans = {entity: earliest - span for entity, span in features.HISTORY.items()}
+    # ------------------------------------------------------------------ reads
+    def read(self, txns: list[dict], *, record: bool = False) -> list[list[str]]:
+        args = []
+        for txn in txns:
+            args += self._txn_args(txn)[:8]
+        return self._call("read", "1" if record else "0", ",".join(map(str, _WINDOW_US)), str(_MEDIAN_US),
+                          str(_DISTINCT_US), *args)
 
-        def ids(field: str) -> list[int]:
-            return sorted({int(t[field]) for t in txns if t.get(field) is not None})
+    def current(self) -> str | None:
+        return self.client.get(f"{self.prefix}:current")
 
-        customers, merchants = ids("customerid"), ids("merchantid")
-        with self._session() as conn, conn.cursor() as cur:
-            cur.execute(f"""
-                select transactionid, datetime, customerid, merchantid, paymentmethodid, deviceid, locationid,
-                       country, amount_eur
-                from {SCHEMA}.event
-                where (customerid = any(%(c)s) and datetime >= %(cs)s)
-                   or (paymentmethodid = any(%(p)s) and datetime >= %(ps)s)
-                   or (deviceid = any(%(d)s) and datetime >= %(ds)s)
-                   or (merchantid = any(%(m)s) and datetime >= %(ms)s)""",
-                        {"c": customers, "cs": spans["customer"], "p": ids("paymentmethodid"),
-                         "ps": spans["payment_method"], "d": ids("deviceid"), "ds": spans["device"],
-                         "m": merchants, "ms": spans["merchant"]})
-            relations = {"events": _rows(cur, EVENT_SCHEMA)}
-            for name, sql, keys in (
-                    ("first_seen", "select customerid, kind, value, seen_at from {s}.first_seen "
-                                   "where customerid = any(%s)", customers),
-                    ("merchant_tally", "select merchantid, tally_at, txns, frauds from {s}.merchant_tally "
-                                       "where merchantid = any(%s)", merchants),
-                    ("customer", "select * from {s}.customer where customerid = any(%s)", customers),
-                    ("merchant", "select * from {s}.merchant where merchantid = any(%s)", merchants),
-                    ("payment_method", "select * from {s}.payment_method where paymentmethodid = any(%s)",
-                     ids("paymentmethodid")),
-                    ("location", "select * from {s}.location where locationid = any(%s)", ids("locationid"))):
-                cur.execute(sql.format(s=SCHEMA), (keys,))
-                relations[name] = _rows(cur, None, name)
-        return relations
+    # ------------------------------------------------------------------ publish
+    def publish(self, state: dict[str, pa.Table], as_of: dt.datetime, progress=lambda m: None) -> dict:
+        """Build generation N+1 aside from ``state`` (live writes go to both meanwhile), replay what the live
+        generation recorded since ``as_of - KEEP``, swap, drop the old one. One publish at a time."""
+        token = uuid.uuid4().hex
+        if not self.client.set(self._k("publishing"), token, nx=True, ex=3600):
+            raise PaylakeError("another publish of the online store is running: wait for it")
+        try:
+            old = self.current()
+            new = f"g{self.client.incr(self._k('generation'))}"
+            self._drop(new)  # leftovers of a publish that died half-way
+            writers = [new] + ([old] if old else [])
+            self.client.sadd(self._k("writers"), *writers)
+            started = time.perf_counter()
+            self._load(new, state)
+            replayed = self._replay(old, new, as_of - KEEP) if old else 0
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self._k("current"), new)
+            pipe.set(self._k("as_of"), as_of.isoformat())
+            pipe.delete(self._k("writers"))
+            pipe.sadd(self._k("writers"), new)
+            pipe.execute()
+            if old:
+                self._drop(old)
+            progress(f"online store generation {new} published in {time.perf_counter() - started:.1f} s")
+            return {"generation": new, "replayed": replayed, "events": state["event"].num_rows}
+        finally:
+            if self.client.get(self._k("publishing")) == token:
+                self.client.delete(self._k("publishing"))
 
-    def record_transaction(self, txn: dict) -> None:
-        self.record_transactions([txn])
+    def _load(self, ns: str, state: dict[str, pa.Table]) -> None:
+        p = self._k(f"{ns}:")
+        pipe = self.client.pipeline(transaction=False)
+        for row in state["customer"].to_pylist():
+            pipe.hset(f"{p}dim:customer:{row['customerid']}", mapping={
+                k: _dim(row[k]) for k in ("segment", "signupdate", "country", "home_lat", "home_lon")
+                if row[k] is not None} or {"_": "1"})
+        for row in state["merchant"].to_pylist():
+            pipe.hset(f"{p}dim:merchant:{row['merchantid']}",
+                      mapping={k: _dim(row[k]) for k in ("industry", "size") if row[k] is not None} or {"_": "1"})
+        for row in state["payment_method"].to_pylist():
+            pipe.hset(f"{p}dim:pm:{row['paymentmethodid']}",
+                      mapping={"type": _dim(row["type"])} if row["type"] is not None else {"_": "1"})
+        for row in state["location"].to_pylist():
+            pipe.hset(f"{p}dim:loc:{row['locationid']}", mapping={
+                k: _dim(row[k]) for k in ("country", "latitude", "longitude") if row[k] is not None} or {"_": "1"})
+        for row in state["merchant_tally"].to_pylist():
+            pipe.hset(f"{p}mt:{row['merchantid']}", mapping={"txns": int(row["txns"]), "frauds": int(row["frauds"])})
+        for row in state["first_seen"].to_pylist():
+            prefix = "d:" if row["kind"] == "device" else "c:"
+            pipe.hset(f"{p}fs:{row['customerid']}", f"{prefix}{row['value']}", str(micros(row["seen_at"])))
+        pipe.execute()
+        events = state["event"].to_pylist()
+        self.record_transactions(events, mode="bulk", generation=ns)
+        confirmations = [(r["transactionid"], r["merchantid"], r["confirmed_at"])
+                         for r in state["confirmation"].to_pylist()]
+        self.record_confirmations(confirmations, mode="bulk", generation=ns)
 
-    def record_transactions(self, txns: list[dict]) -> None:
-        """Add scored payments to their entities' state, in one database transaction."""
-        with self._session() as conn:
-            for txn in txns:
-                (country,) = conn.execute(f"select (select country from {SCHEMA}.location where locationid = %s)",
-                                          (txn.get("locationid"),)).fetchone()
-                inserted = conn.execute(
-                    f"insert into {SCHEMA}.event values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing",
-                    (txn["transactionid"], txn["datetime"], txn["customerid"], txn["merchantid"],
-                     txn["paymentmethodid"], txn.get("deviceid"), txn.get("locationid"), country,
-                     float(txn["amount_eur"]))).rowcount
-                if not inserted:  # already recorded: the tally must not count it twice
-                    continue
-                conn.execute(f"insert into {SCHEMA}.merchant_tally values (%s, %s, 1, 0)",
-                             (txn["merchantid"], txn["datetime"]))
-                seen = [("device", str(txn["deviceid"])) if txn.get("deviceid") is not None else None,
-                        ("country", country) if country is not None else None]
-                for kind, value in [s for s in seen if s]:
-                    conn.execute(f"insert into {SCHEMA}.first_seen values (%s, %s, %s, %s) on conflict (customerid,"
-                                 " kind, value) do update set seen_at = least(first_seen.seen_at, excluded.seen_at)",
-                                 (txn["customerid"], kind, value, txn["datetime"]))
-            conn.commit()  # older events are left to the next publish: reads only look back KEEP
+    def _replay(self, old: str, new: str, since: dt.datetime) -> int:
+        entries = self.client.zrangebyscore(self._k(f"{old}:log"), micros(since), "+inf", withscores=True)
+        txns, confirmations = [], []
+        for member, score in entries:
+            parts = member.split("|")
+            when = EPOCH + dt.timedelta(microseconds=int(score))
+            if parts[0] == "e":
+                txid, c, m, pm, dev, loc, amount, country = parts[1:9]
+                txns.append({"transactionid": int(txid), "datetime": when, "customerid": int(c), "merchantid": int(m),
+                             "paymentmethodid": int(pm), "deviceid": int(dev) if dev else None,
+                             "locationid": int(loc) if loc else None, "amount_eur": float(amount),
+                             "country": country or None})
+            else:
+                confirmations.append((int(parts[1]), int(parts[2]), when))
+        return (self.record_transactions(txns, mode="into", generation=new)
+                + self.record_confirmations(confirmations, mode="into", generation=new))
 
-    def record_confirmation(self, merchantid: int, at: dt.datetime) -> None:
-        with self._session() as conn:
-            conn.execute(f"insert into {SCHEMA}.merchant_tally values (%s, %s, 0, 1)", (merchantid, at))
-            conn.commit()
-
-
-_DIMENSION_SCHEMAS = {
-    "first_seen": pa.schema([("customerid", pa.int64()), ("kind", pa.string()), ("value", pa.string()),
-                             ("seen_at", pa.timestamp("us", tz="UTC"))]),
-    "merchant_tally": pa.schema([("merchantid", pa.int64()), ("tally_at", pa.timestamp("us", tz="UTC")),
-                                 ("txns", pa.int64()), ("frauds", pa.int64())]),
-    "customer": pa.schema([("customerid", pa.int64()), ("segment", pa.string()), ("signupdate", pa.date32()),
-                           ("country", pa.string()), ("home_lat", pa.float64()), ("home_lon", pa.float64())]),
-    "merchant": pa.schema([("merchantid", pa.int64()), ("industry", pa.string()), ("size", pa.string())]),
-    "payment_method": pa.schema([("paymentmethodid", pa.int64()), ("type", pa.string())]),
-    "location": pa.schema([("locationid", pa.int64()), ("country", pa.string()), ("latitude", pa.float64()),
-                           ("longitude", pa.float64())]),
-}
+    def _drop(self, ns: str) -> None:
+        batch = []
+        for key in self.client.scan_iter(match=self._k(f"{ns}:*"), count=2000):
+            batch.append(key)
+            if len(batch) >= 2000:
+                self.client.unlink(*batch)
+                batch = []
+        if batch:
+            self.client.unlink(*batch)
 
 
-def _rows(cur, schema: pa.Schema | None, name: str | None = None) -> pa.Table:
-    schema = schema or _DIMENSION_SCHEMAS[name]
-    rows = cur.fetchall()
-    columns = list(zip(*rows)) if rows else [[] for _ in schema]
-    return pa.table([pa.array(list(c), f.type) for c, f in zip(columns, schema)], schema=schema)
+def _dim(value) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
 
 
 def state_as_of(settings: Settings, as_of: dt.datetime) -> dict[str, pa.Table]:
-    """The store's state at ``as_of`` from silver: the events of the last ``KEEP`` before it, first
-    uses and the merchants' tallies before it (compacted to one row each), the dimensions."""
+    """The store's state at ``as_of`` from silver: the events of the last ``KEEP`` before it, first uses and
+    the merchants' tallies before it (all time), the confirmations before it, the dimensions."""
     from paylake.ml.fraud.feature_build import silver_connection
+    from paylake.ml.fraud.labels import CONFIRMATIONS_SQL
 
     con = silver_connection(settings)
     try:
         con.execute("set variable as_of = ?", [as_of])
         con.execute("set variable keep_from = ?", [as_of - KEEP])
-        state = {
+        return {
             "event": con.sql("select * exclude (is_target) from events where datetime < getvariable('as_of')"
                              " and datetime >= getvariable('keep_from')").to_arrow_table(),
             "first_seen": con.sql("select customerid, kind, value, min(seen_at) as seen_at from first_seen"
-                                  " where seen_at < getvariable('as_of') group by all"
-                                  ).to_arrow_table(),
-            "merchant_tally": con.sql("select merchantid, ?::timestamptz as tally_at, sum(txns)::bigint as txns,"
-                                      " sum(frauds)::bigint as frauds from merchant_tally"
-                                      " where tally_at < getvariable('as_of') group by merchantid",
-                                      params=[COMPACTED_AT]).to_arrow_table(),
+                                  " where seen_at < getvariable('as_of') group by all").to_arrow_table(),
+            "merchant_tally": con.sql("select merchantid, sum(txns)::bigint as txns, sum(frauds)::bigint as frauds"
+                                      " from merchant_tally where tally_at < getvariable('as_of') group by merchantid"
+                                      ).to_arrow_table(),
+            "confirmation": con.sql(f"select c.transactionid, t.merchantid, c.confirmed_at from ({CONFIRMATIONS_SQL})"
+                                    " c join txn t using (transactionid)"
+                                    " where c.confirmed_at < getvariable('as_of')").to_arrow_table(),
             "customer": con.sql("select * from customer").to_arrow_table(),
             "merchant": con.sql("select * from merchant").to_arrow_table(),
             "payment_method": con.sql("select * from payment_method").to_arrow_table(),
@@ -273,10 +284,10 @@ def state_as_of(settings: Settings, as_of: dt.datetime) -> dict[str, pa.Table]:
         }
     finally:
         con.close()
-    return state
 
 
-def publish_state(settings: Settings, store: OnlineStore, as_of: dt.datetime | None = None) -> dt.datetime:
+def publish_state(settings: Settings, store: OnlineStore, as_of: dt.datetime | None = None,
+                  progress=lambda m: None) -> dt.datetime:
     """Publish the state as of ``as_of`` (default: just after the last transaction in silver)."""
     if as_of is None:
         from paylake.ml.fraud.feature_build import silver_connection
@@ -287,89 +298,72 @@ def publish_state(settings: Settings, store: OnlineStore, as_of: dt.datetime | N
         finally:
             con.close()
         as_of = (last or dt.datetime.now(dt.UTC)) + dt.timedelta(microseconds=1)
-    store.publish(state_as_of(settings, as_of), as_of)
+    store.publish(state_as_of(settings, as_of), as_of, progress=progress)
     return as_of
 
 
+# ----------------------------------------------------------------------------- features from the aggregates
 def transaction_features(store: OnlineStore, txn: dict) -> dict:
-    """The features of one incoming transaction, from its entities' state (the batch definition's SQL)."""
+    """The features of one incoming transaction as of its time (nothing recorded)."""
     return transactions_features(store, [txn])[0]
 
 
-def transactions_features(store: OnlineStore, txns: list[dict]) -> list[dict]:
-    """The features of several incoming transactions in one run of the feature SQL (what a scoring batch
-    calls: the SQL's fixed cost, ~0.1 s, is paid once per batch instead of once per transaction).
-
-    Each transaction is a target; so that the answer equals scoring them one at a time in time order,
-    recording each (``record_transaction``), an earlier target of the batch is history for a later one
-    in every family: its event (windows), a tally row for its merchant and its first-seen device and
-    country, exactly what recording it would have added. A target the store already holds (a retried
-    request) is not added twice. Results are in the order of ``txns``."""
+def transactions_features(store: OnlineStore, txns: list[dict], *, record: bool = False) -> list[dict]:
+    """The features of ``txns``, each as of its own time, in one round trip. ``record``: each payment is
+    recorded (idempotently) just before its read, in order, atomically with the reads: an earlier payment
+    of the list is history for a later one, and a concurrent scorer never misses it. Each row carries
+    ``record_seq``, the store's order of the recording (None when it was already recorded)."""
     for txn in txns:
         features.validate_transaction(txn)
-    read = store.read_many(txns)
-    ids = [int(t["transactionid"]) for t in txns]
-    target_ids = pa.array(sorted(set(ids)), pa.int64())
-    stored = read["events"]
-    is_target = pc.is_in(stored["transactionid"], target_ids)
-    known = set(pc.filter(stored["transactionid"], is_target).to_pylist())  # retried: already recorded
-    history = stored.filter(pc.invert(is_target))
-    countries = dict(zip(read["location"]["locationid"].to_pylist(), read["location"]["country"].to_pylist()))
-    targets, tally, seen, done = [], [], [], set()
-    for txn in txns:
-        tid = int(txn["transactionid"])
-        if tid in done:
-            continue
-        done.add(tid)
-        country = countries.get(txn.get("locationid"))
-        targets.append({"transactionid": tid, "datetime": txn["datetime"], "customerid": int(txn["customerid"]),
-                        "merchantid": int(txn["merchantid"]), "paymentmethodid": int(txn["paymentmethodid"]),
-                        "deviceid": txn.get("deviceid"), "locationid": txn.get("locationid"), "country": country,
-                        "amount_eur": float(txn["amount_eur"])})
-        if len(txns) > 1 and tid not in known:  # what recording it would add, for the later targets
-            tally.append({"merchantid": int(txn["merchantid"]), "tally_at": txn["datetime"], "txns": 1, "frauds": 0})
-            if txn.get("deviceid") is not None:
-                seen.append({"customerid": int(txn["customerid"]), "kind": "device", "value": str(txn["deviceid"]),
-                             "seen_at": txn["datetime"]})
-            if country is not None:
-                seen.append({"customerid": int(txn["customerid"]), "kind": "country", "value": country,
-                             "seen_at": txn["datetime"]})
-    target = pa.Table.from_pylist(targets, schema=EVENT_SCHEMA)
-    events = pa.concat_tables([
-        history.append_column("is_target", pa.repeat(pa.scalar(False), history.num_rows)),
-        target.append_column("is_target", pa.repeat(pa.scalar(True), target.num_rows))])
-    relations = {name: read[name] for name in ("first_seen", "merchant_tally", "customer", "merchant",
-                                               "payment_method", "location")}
-    if seen:
-        relations["first_seen"] = pa.concat_tables([relations["first_seen"], pa.Table.from_pylist(
-            seen, schema=_DIMENSION_SCHEMAS["first_seen"])])
-    if tally:
-        relations["merchant_tally"] = pa.concat_tables([relations["merchant_tally"], pa.Table.from_pylist(
-            tally, schema=_DIMENSION_SCHEMAS["merchant_tally"])])
-    con = _duckdb()
-    try:
-        con.register("events", events)
-        for name, table in relations.items():
-            con.register(name, table)
-        rows = {row["transactionid"]: row for row in con.sql(_FEATURE_SQL).to_arrow_table().to_pylist()}
-    finally:
-        for name in ("events", *relations):
-            con.unregister(name)
-    return [rows[i] for i in ids]
+    raw = store.read(txns, record=record)
+    return [from_aggregates(txn, values) for txn, values in zip(txns, raw)]
 
 
-_FEATURE_SQL = features.feature_sql()
-_LOCAL = threading.local()
+def from_aggregates(txn: dict, v: list[str]) -> dict:
+    """One feature row (the batch's columns) from the store's answer for ``txn`` (see online_tiles.lua)."""
+    t: dt.datetime = txn["datetime"].astimezone(dt.UTC)
+    amount = float(txn["amount_eur"])
+    row = {"transactionid": int(txn["transactionid"]), "datetime": t, "customerid": int(txn["customerid"]),
+           "amount_eur": amount, "record_seq": int(v[0]) if v[0] else None}
+    at = 1
+    for prefix in _ENTITIES:
+        for window in features.WINDOWS:
+            n, s = v[at], v[at + 1]
+            at += 2
+            row[f"{prefix}_n_{window}"] = int(n) if n else 0
+            row[f"{prefix}_sum_{window}"] = float(s) if s else 0.0
+    row["pm_distinct_merchants_24h"], row["pm_distinct_countries_24h"] = int(v[at]), int(v[at + 1])
+    median = float(v[at + 2]) if v[at + 2] else None
+    txns_before, frauds_before = int(v[at + 3]), int(v[at + 4])
+    first_device, first_country = v[at + 5], v[at + 6]
+    dims = [None if x == "\0" else x for x in v[at + 7:at + 18]]
+    segment, signup, home_country, home_lat, home_lon, industry, size, pm_type, country, lat, lon = dims
+    has_customer, has_merchant, has_pm, has_location = (x == "1" for x in v[at + 18:at + 22])
+    row["merch_txns_before"], row["merch_frauds_before"] = txns_before, frauds_before
+    row["merch_fraud_rate"] = ((frauds_before + features.PRIOR_WEIGHT * features.FRAUD_PRIOR)
+                               / (txns_before + features.PRIOR_WEIGHT))
+    row["cust_median_30d"] = median if median is not None else -1.0
+    row["amount_to_median"] = amount / median if median is not None and median > 0 else 1.0
+    row["hour"], row["weekday"] = t.hour, t.isoweekday()
+    row["industry"], row["merchant_size"] = industry or "unknown", size or "unknown"
+    row["pm_type"], row["segment"] = pm_type or "unknown", segment or "unknown"
+    row["tenure_days"] = (t.date() - dt.date.fromisoformat(signup)).days if signup else -1
+    row["home_distance_km"] = (_haversine(float(home_lat), float(home_lon), float(lat), float(lon))
+                               if None not in (home_lat, home_lon, lat, lon) else -1.0)
+    row["foreign_country"] = int(home_country is not None and country is not None and country != home_country)
+    now = micros(t)
+    device = txn.get("deviceid")
+    row["new_device"] = int(device is not None and not (first_device and int(first_device) < now))
+    row["new_country"] = int(country is not None and not (first_country and int(first_country) < now))
+    row["defaulted"] = [name for name, known in (("merchant", has_merchant), ("payment_method", has_pm),
+                                                 ("customer", has_customer), ("location", has_location),
+                                                 ("device", device is not None)) if not known]
+    return row
 
 
-def _duckdb():
-    """This thread's DuckDB connection for online features (opening one costs more than the query on a
-    few hundred rows): one thread, UTC."""
-    con = getattr(_LOCAL, "duckdb", None)
-    if con is None:
-        import duckdb
+def _haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """The batch's distance from home (km), written as its SQL is."""
+    a = (math.sin(math.radians(lat2 - lat1) / 2) ** 2
+         + math.cos(math.radians(lat1)) * math.cos(math.radians(lat2)) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)
+    return 2 * 6371.0 * math.asin(math.sqrt(a))
 
-        con = duckdb.connect(config={"threads": 1})  # a few hundred rows: more threads only add contention
-        con.execute("set TimeZone = 'UTC'")
-        _LOCAL.duckdb = con
-    return con
