@@ -187,3 +187,18 @@ def trained_logs(log_lake):
     from paylake.ml.logs.model import LogTrainOptions, train_logs
 
     return train_logs(log_lake, LogTrainOptions(num_workers=2, windows=(4,), epochs=25, model_name=LOG_MODEL))
+
+
+def run_cli(settings: Settings, monkeypatch, *args: str):
+    """``paylake <args>`` as a user runs it, in-process, against ``settings``' own world (its database, Mongo
+    database, lake, warehouse database and online store prefix; the rest from the test stack's file)."""
+    from typer.testing import CliRunner
+
+    from paylake.cli import app
+
+    for name, value in {"POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
+                        "MONGO_DATABASE": settings.mongo_database, "LAKE_ROOT": settings.lake_root,
+                        "SNOWFLAKE_DATABASE": settings.snowflake_database,
+                        "ONLINE_STORE_PREFIX": settings.online_store_prefix}.items():
+        monkeypatch.setenv(f"PAYLAKE_{name}", value)
+    return CliRunner().invoke(app, list(args))

@@ -63,8 +63,10 @@ def run_pipeline(settings: Settings, *, scale: str = "demo", progress=print) -> 
 
     def cdc_drain() -> str:
         from paylake.cdc.stream import catch_up
+        from paylake.ml.fraud.online_feed import online_sink
 
-        total = catch_up(settings)  # until the slot reaches the WAL position of now
+        sink = online_sink(settings)  # the online store, once a first run published it
+        total = catch_up(settings, sink=sink)  # until the slot reaches the WAL position of now
         deleted = sum(t.deleted for t in total.tables.values())
         upserted = sum(t.inserted + t.updated for t in total.tables.values())
         return (f"{total.transactions:,} transaction(s), {total.changes:,} change(s): {upserted:,} upserted, "

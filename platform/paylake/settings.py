@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     # The online feature store (Redis protocol): ElastiCache for Valkey/Redis in production
     # (rediss://user:password@<cluster>.cache.amazonaws.com:6379/0), the stack's own server on a laptop.
     online_store_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    online_store_prefix: str = "pl"  # the keys' prefix: one world per prefix (a test's own sources get their own)
 
     # The lake: a local path or s3://bucket/prefix.
     lake_root: str = ".paylake/lake"

@@ -20,6 +20,7 @@ from paylake.sources.generator import SCALES
 from paylake.sources.migrate import isolated_sources
 from paylake.sources.seed import seed
 from paylake.stores import lake, postgres
+from tests.conftest import run_cli
 
 DATABASE = "paylake_cdc_test"
 SLOT = f"paylake_cdc_{DATABASE}"
@@ -111,7 +112,7 @@ def test_inserts_updates_and_deletes_land_in_bronze(cdc):
     assert len(new) == 1 and new[0]["datetime"] == at and str(new[0]["amount"]) == "12.34"
     assert (new[0]["_source"], new[0]["_batch_id"]) == ("postgres:oltp.transaction", report.batch)
     assert location in bronze(cdc, "postgres.location")["locationid"].to_pylist()
-    assert sorted(scored) == [("location", ["I"]), ("merchant", ["U"]), ("transaction", ["I"])]
+    assert sorted(scored) == [("address", ["D"]), ("location", ["I"]), ("merchant", ["U"]), ("transaction", ["I"])]
     assert_bronze_equals_sources(cdc)
     assert caught_up(cdc, mark)
     assert lag(cdc, SLOT)[1] == 0.0
@@ -169,17 +170,6 @@ def test_changes_of_a_table_without_bronze_ask_for_an_extract_first(cdc):
     assert lag(cdc, SLOT)[1] == 0.0
 
 
-def cli(settings, monkeypatch, *args: str):
-    """``paylake <args>`` as a user runs it, against ``settings``' database and lake."""
-    from typer.testing import CliRunner
-
-    from paylake.cli import app
-
-    monkeypatch.setenv("PAYLAKE_POSTGRES_DSN", settings.postgres_dsn.get_secret_value())
-    monkeypatch.setenv("PAYLAKE_LAKE_ROOT", settings.lake_root)
-    return CliRunner().invoke(app, list(args))
-
-
 def test_paylake_cdc_drains_past_a_flood_of_changes_outside_the_publication(cdc, monkeypatch):
     """A big transaction of tables the publication leaves out (e.g. a bulk job) fills several micro-batches:
     the command goes on until the slot reaches the WAL position of its start, the deletes behind included."""
@@ -193,7 +183,7 @@ def test_paylake_cdc_drains_past_a_flood_of_changes_outside_the_publication(cdc,
         write(cdc, "update public.bulk_scratch set note = note || '.' returning 1")
     mark = flushed(cdc)
 
-    result = cli(cdc, monkeypatch, "cdc", "--slot", SLOT, "--max-changes", "100")
+    result = run_cli(cdc, monkeypatch, "cdc", "--slot", SLOT, "--max-changes", "100")
 
     assert result.exit_code == 0, result.output
     drains = re.search(r"(\d+) micro-batch\(es\)", result.output)
@@ -207,11 +197,11 @@ def test_paylake_cdc_stopped_early_exits_non_zero_and_a_rerun_goes_on(cdc, monke
     for _ in range(3):
         write(cdc, "update oltp.location set region = region || '.' where locationid = 2 returning 1")
     mark = flushed(cdc)
-    stopped = cli(cdc, monkeypatch, "cdc", "--slot", SLOT, "--max-changes", "1", "--max-seconds", "0")
+    stopped = run_cli(cdc, monkeypatch, "cdc", "--slot", SLOT, "--max-changes", "1", "--max-seconds", "0")
     assert stopped.exit_code == 1
     assert "run 'paylake cdc' again" in " ".join(stopped.output.split())
     assert not caught_up(cdc, mark)
-    again = cli(cdc, monkeypatch, "cdc", "--slot", SLOT)
+    again = run_cli(cdc, monkeypatch, "cdc", "--slot", SLOT)
     assert again.exit_code == 0, again.output
     assert caught_up(cdc, mark)
     assert_bronze_equals_sources(cdc)

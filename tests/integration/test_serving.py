@@ -180,6 +180,91 @@ def test_500_concurrent_requests_are_all_answered(service, fraud_lake):
     assert failures == []
 
 
+def test_a_burst_on_one_card_over_two_replicas_scores_each_payment_on_every_earlier_one(service, fraud_lake):
+    """20 payments of one new card, sent at once to the two fraud replicas: every payment is recorded once, and
+    each answer equals scoring the burst one payment at a time in the order the store recorded them (no
+    replica read the card's state without a payment the other had recorded before)."""
+    import datetime as dt
+    import uuid
+
+    from paylake.ml.fraud.online import transactions_features
+    from paylake.stores.online import drop_prefix
+
+    store = RedisOnlineStore(fraud_lake, prefix=PREFIX)
+    as_of = dt.datetime.fromisoformat(store.client.get(f"{PREFIX}:as_of"))
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    ids = 9 * 10**11 + int(uuid.uuid4().int % 10**9)  # entities the world does not know: only the burst counts
+    bodies = [{"transactionid": 8 * 10**12 + ids % 10**6 * 100 + i, "datetime": (start + dt.timedelta(seconds=3 * i)
+                                                                                ).isoformat(),
+               "customerid": ids, "merchantid": ids + 1, "paymentmethodid": ids + 2, "deviceid": ids + 3,
+               "amount_eur": round(5 + 1.5 * i, 2)} for i in range(20)]
+    answers = asyncio.run(_storm(service["url"], service["keys"]["fraud"], bodies, 20))
+    assert all(not isinstance(a, Exception) and a.status_code == 200 for a in answers), answers
+    order = store.client.hgetall(f"{PREFIX}:{store.current()}:order")
+    seqs = {int(b["transactionid"]): int(order[str(b["transactionid"])]) for b in bodies}
+    assert len(set(seqs.values())) == 20, "each payment recorded once"
+
+    serial = RedisOnlineStore(fraud_lake, prefix=f"burst{uuid.uuid4().hex[:8]}")
+    try:
+        publish_state(fraud_lake, serial, as_of)
+        results = {a.json()["results"][0]["transactionid"]: a.json()["results"][0] for a in answers}
+        versions = {r["model"]["version"] for r in results.values()}
+        assert len(versions) == 1
+        model = FraudScorer.load(fraud_lake, service["name"], versions.pop())
+        for body in sorted(bodies, key=lambda b: seqs[b["transactionid"]]):
+            txn = dict(body, datetime=dt.datetime.fromisoformat(body["datetime"]))
+            (row,) = transactions_features(serial, [txn], record=True)
+            expected = model.explain([row])[0]["fraud_probability"]
+            assert results[body["transactionid"]]["fraud_probability"] == pytest.approx(expected, rel=1e-9), body
+    finally:
+        serial.close()
+        drop_prefix(fraud_lake, serial.prefix)
+
+
+def test_a_fraud_replica_killed_under_load_fails_no_request(service, fraud_lake):
+    """kill -9 of one of the two fraud replicas while 8 clients score: every request is answered 200 (the
+    ingress retries a call whose replica died on the other one); the recovery time is reported."""
+    import os
+    import signal
+
+    from ray.util.state import list_actors
+
+    txns = recent_transactions(fraud_lake, 20)
+    victims = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+               if "fraud" in (a.class_name or "") and "ServeReplica" in (a.class_name or "")]
+    assert len(victims) == 2, [a.class_name for a in victims]
+    statuses: list[int] = []
+    answered: list[float] = []
+
+    async def stream():
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=8), timeout=60) as http:
+            deadline = time.monotonic() + 12
+            killed = asyncio.Event()
+
+            async def worker(n: int):
+                i = n
+                while time.monotonic() < deadline:
+                    response = await http.post(service["url"] + "/v1/fraud/score", json=txns[i % len(txns)],
+                                               headers={"Authorization": f"Bearer {service['keys']['fraud']}"})
+                    statuses.append(response.status_code)
+                    answered.append(time.monotonic())
+                    i += 8
+                    if len(statuses) == 40 and not killed.is_set():
+                        killed.set()
+                        os.kill(victims[0].pid, signal.SIGKILL)
+                        answered.append(-time.monotonic())  # the kill's time, marked negative
+
+            await asyncio.gather(*(worker(n) for n in range(8)))
+
+    asyncio.run(stream())
+    assert len(statuses) > 80 and set(statuses) == {200}, sorted(set(statuses))
+    kill_at = -min(t for t in answered if t < 0)
+    after = sorted(t for t in answered if t > kill_at)
+    gaps = [b - a for a, b in zip([kill_at, *after], after)]
+    print(f"replica killed: {len(after)} answers after it, longest gap {max(gaps):.2f} s")
+    wait_ready(service["url"], 60, key=operator_key(fraud_lake))  # Serve restarts the replica
+
+
 def test_promotion_switches_the_answering_version_under_load_without_failure(service, fraud_lake):
     client = MlflowClient(fraud_lake.mlflow_tracking_uri)
     first = client.get_model_version(service["name"], "1")

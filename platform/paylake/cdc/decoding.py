@@ -357,12 +357,6 @@ class TableBatch:
     rejects: pa.Table  # changes that broke the contract (QUARANTINE_SCHEMA)
     decoded: Counter  # changes decoded per op ('I', 'U', 'D', 'T'), before keeping the last per key
 
-    def upserts(self) -> pa.Table:
-        """The inserted or updated rows (what a sink scores)."""
-        import pyarrow.compute as pc
-
-        return self.rows.filter(pc.not_equal(self.rows["_op"], "D"))
-
 
 class _Rejected(Exception):
     def __init__(self, reason: str, key: tuple | None) -> None:

@@ -15,7 +15,8 @@ One ``drain``:
    the commit LSN of the window's last transaction is the Delta transaction
    id and ``_batch_id``, deletes delete, the rest upserts. Contract breaks go
    to quarantine;
-5. hands the inserted and updated rows to the ``sink`` (fraud scoring);
+5. hands the table's changes (the last per key, ``_op`` I, U or D: a delete carries its key) to the
+   ``sink`` (the online store, the stream's scoring);
 6. only then advances the slot: to the flushed position noted in 2 when the
    window was not cut by ``max_changes`` (so that a slot on a quiet database
    does not hold the WAL of busy ones), else to the last commit read.
@@ -176,9 +177,8 @@ def apply_table(settings: Settings, batch: decoding.TableBatch, *, slot: str, ls
         report.inserted = metrics.get("num_target_rows_inserted", 0)
         report.updated = metrics.get("num_target_rows_updated", 0)
         report.deleted = metrics.get("num_target_rows_deleted", 0)
-        upserts = batch.upserts()
-        if sink is not None and upserts.num_rows:
-            sink(source.name, with_load_metadata(upserts, source.source_id, extracted_at, lsn))
+        if sink is not None:
+            sink(source.name, with_load_metadata(batch.rows, source.source_id, extracted_at, lsn))
     return report
 
 

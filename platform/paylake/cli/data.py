@@ -153,6 +153,8 @@ def cdc_command(
                            ] = None,
     slot: Annotated[str | None, typer.Option(help="Logical replication slot (default paylake_cdc_<database>; "
                                              "'paylake extract' creates it; names are cluster-wide).")] = None,
+    online: Annotated[bool, typer.Option("--online/--no-online", help="Feed the online feature store too "
+                                         "(payments, fraud confirmations, attributes; idempotent).")] = True,
 ) -> None:
     """Apply PostgreSQL changes (logical decoding) to the bronze tables, exactly once in effect.
 
@@ -169,15 +171,23 @@ def cdc_command(
     if ensure_slot(settings, slot).created:
         console.print(f"created replication slot {slot}: changes from now on are captured; run 'paylake extract "
                       "--full' for what came before", highlight=False)
+    sink = None
+    if online:
+        from paylake.ml.fraud.online_feed import online_sink
+
+        sink = online_sink(settings, progress=lambda m: console.print(f"[yellow]{m}[/]", highlight=False))
+
     def show(batch) -> None:
         if batch.transactions:
             console.print(f"LSN {int_to_lsn(batch.batch)}: {batch.transactions:,} transaction(s), {batch.changes:,} "
                           f"change(s) in {batch.seconds:.2f} s", highlight=False)
 
     if follow:
-        report = follow_slot(settings, slot=slot, interval_s=interval, max_changes=max_changes, on_batch=show)
+        report = follow_slot(settings, slot=slot, interval_s=interval, max_changes=max_changes, on_batch=show,
+                             sink=sink)
     else:
-        report = catch_up(settings, slot=slot, max_changes=max_changes, max_seconds=max_seconds, on_batch=show)
+        report = catch_up(settings, slot=slot, max_changes=max_changes, max_seconds=max_seconds, on_batch=show,
+                          sink=sink)
     bytes_behind, seconds_behind = lag(settings, slot)
     rows = [(t.table, t.changes, t.inserted, t.updated, t.deleted, t.quarantined, t.truncates,
              "replayed" if t.replayed else "applied") for t in sorted(report.tables.values(), key=lambda t: t.table)]
@@ -188,6 +198,10 @@ def cdc_command(
                   f"change(s) ({report.skipped:,} of "
                   f"tables outside the publication) in {report.seconds:.1f} s; slot at {report.advanced_to or '-'}; "
                   f"lag {bytes_behind:,} bytes, {seconds_behind:.1f} s", highlight=False)
+    if sink is not None:
+        fed = sink.report
+        console.print(f"online store: {fed.payments:,} new payment(s), {fed.confirmations:,} confirmation(s), "
+                      f"{fed.dimensions:,} attribute update(s)", highlight=False)
     truncated = [t.table for t in report.tables.values() if t.truncates]
     if truncated:
         console.print(f"[yellow]truncated at the source, not applied:[/] {', '.join(truncated)}: run 'paylake "

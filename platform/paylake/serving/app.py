@@ -65,7 +65,7 @@ class ServeOptions:
     # ~50 % of a core (log listings and commits), taking CPU from scoring on 2 cores
     record_every_s: float = 10.0
     record_in_store: bool = True  # a scored payment moves its entities' online state forward
-    online_prefix: str = "pl"  # the online store's key prefix
+    online_prefix: str | None = None  # the online store's key prefix (default: the settings')
     lake_root: str | None = None
 
     @classmethod

@@ -116,7 +116,7 @@ def isolated_sources(settings: Settings, name: str) -> Settings:
     tests and benchmarks that must not touch the main sources."""
     from pydantic import SecretStr
 
-    from paylake.stores import mongo
+    from paylake.stores import mongo, online
 
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
         raise PaylakeError(f"{name!r} is not a plain lower-case database name")
@@ -127,9 +127,11 @@ def isolated_sources(settings: Settings, name: str) -> Settings:
         conn.execute(f"drop database if exists {name} with (force)")
         conn.execute(f"create database {name}")
     dsn = settings.postgres_dsn.get_secret_value().rsplit("/", 1)[0] + f"/{name}"
-    isolated = settings.model_copy(update={"postgres_dsn": SecretStr(dsn), "mongo_database": name})
+    isolated = settings.model_copy(update={"postgres_dsn": SecretStr(dsn), "mongo_database": name,
+                                           "online_store_prefix": name})
     with mongo.client(isolated) as client:
         client.drop_database(name)
+    online.drop_prefix(settings, name)  # its online store too
     migrate(isolated)
     return isolated
 

@@ -20,8 +20,9 @@ the first time each was seen; the customer's 30-day median the raw amounts. The 
 smoothing are ``paylake.ml.fraud.features``' (``WINDOWS``, ``HISTORY``, ``MEDIAN_WINDOW``, the prior):
 one definition, two executions — the batch runs it as window SQL over silver, the store as tiles.
 
-**Fed by the change stream.** ``record_transactions`` (payments) and ``record_confirmations`` (fraud
-confirmations) are idempotent by transaction id: the CDC sink (``paylake.cdc.online``) calls them for
+**Fed by the change stream.** ``record_transactions`` (payments), ``record_confirmations`` (fraud
+confirmations) and ``forget_transactions`` (payments deleted at the source) are idempotent by
+transaction id: the CDC sink (``paylake.cdc.online``) calls them for
 every committed payment and status change, Serve for every payment it scores (``read(..., record=True)``:
 recorded, then read, in one atomic script); a payment scored and later committed counts once.
 
@@ -91,27 +92,27 @@ def _amount(value) -> str:
 class RedisOnlineStore:
     """``OnlineStore`` on a Redis server (see the module docstring). Thread-safe (a connection pool)."""
 
-    def __init__(self, settings: Settings, prefix: str = "pl") -> None:
-        """``prefix``: the keys' prefix (``pl``; a test's or benchmark's own world on the same server)."""
-        import redis
+    def __init__(self, settings: Settings, prefix: str | None = None) -> None:
+        """``prefix``: the keys' prefix (default the settings' ``online_store_prefix``, ``pl``; a test's or a
+        benchmark's own world on the same server)."""
+        from paylake.stores import online
 
-        if not prefix or ":" in prefix:
-            raise PaylakeError(f"online store prefix {prefix!r}: a non-empty name without ':'")
+        prefix = prefix or settings.online_store_prefix
+        if not prefix or ":" in prefix or "*" in prefix:
+            raise PaylakeError(f"online store prefix {prefix!r}: a non-empty name without ':' or '*'")
         self.settings, self.prefix = settings, prefix
-        url = settings.online_store_url.get_secret_value()
-        self.client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3,
-                                           socket_timeout=30, health_check_interval=30)
+        self.client = online.client(settings)
         self.script = self.client.register_script(SCRIPT)
-        self._where = url.split("@")[-1]
 
     def _call(self, *args):
         import redis
 
+        from paylake.stores import online
+
         try:
             return self.script(args=[args[0], self.prefix, *args[1:]])
         except redis.ConnectionError as exc:
-            raise PaylakeError(f"online store at {self._where} refused the connection ({exc}): run "
-                               "'paylake stack up'") from None
+            raise online.unreachable(self.settings, exc) from None
         except redis.ResponseError as exc:
             if "no online state published" in str(exc):
                 raise PaylakeError("the online store holds no state yet: run 'paylake features' (it publishes)"
@@ -150,6 +151,29 @@ class RedisOnlineStore:
             added += int(self._call("confirm", flag, generation, *args))
         return added
 
+    def forget_transactions(self, txids: list[int], *, mode: str = "live", generation: str = "") -> int:
+        """Undo payments deleted at the source (their windows, tiles and tally), once each; a payment older
+        than the generation's raw events is left to the next publish. Returns how many were undone."""
+        undone = 0
+        for at in range(0, len(txids), CHUNK):
+            undone += int(self._call("forget", _MODES[mode], generation, *[str(int(t)) for t in txids[at:at + CHUNK]]))
+        return undone
+
+    def upsert_dimensions(self, kind: str, rows: list[tuple[int, dict]]) -> int:
+        """Set the attributes of entities (``kind``: customer, merchant, pm, loc) in every generation being
+        written; a None attribute is removed."""
+        generations = sorted(self.client.smembers(self._k("writers"))) or [g for g in [self.current()] if g]
+        pipe = self.client.pipeline(transaction=True)
+        for ns in generations:
+            for key, attributes in rows:
+                name = self._k(f"{ns}:dim:{kind}:{key}")
+                present = {k: _dim(v) for k, v in attributes.items() if v is not None}
+                pipe.hset(name, mapping={**present, "_": "1"})
+                for gone in [k for k, v in attributes.items() if v is None]:
+                    pipe.hdel(name, gone)
+        pipe.execute()
+        return len(rows) if generations else 0
+
     # ------------------------------------------------------------------ reads
     def read(self, txns: list[dict], *, record: bool = False) -> list[list[str]]:
         args = []
@@ -159,13 +183,22 @@ class RedisOnlineStore:
                           str(_DISTINCT_US), *args)
 
     def current(self) -> str | None:
-        return self.client.get(f"{self.prefix}:current")
+        """The generation reads go to (None: nothing published yet)."""
+        import redis
+
+        from paylake.stores import online
+
+        try:
+            return self.client.get(self._k("current"))
+        except redis.ConnectionError as exc:
+            raise online.unreachable(self.settings, exc) from None
 
     # ------------------------------------------------------------------ publish
     def publish(self, state: dict[str, pa.Table], as_of: dt.datetime, progress=lambda m: None) -> dict:
         """Build generation N+1 aside from ``state`` (live writes go to both meanwhile), replay what the live
         generation recorded since ``as_of - KEEP``, swap, drop the old one. One publish at a time."""
         token = uuid.uuid4().hex
+        self.current()  # a clear error when the server is down
         if not self.client.set(self._k("publishing"), token, nx=True, ex=3600):
             raise PaylakeError("another publish of the online store is running: wait for it")
         try:
@@ -221,11 +254,13 @@ class RedisOnlineStore:
 
     def _replay(self, old: str, new: str, since: dt.datetime) -> int:
         entries = self.client.zrangebyscore(self._k(f"{old}:log"), micros(since), "+inf", withscores=True)
-        txns, confirmations = [], []
+        txns, confirmations, forgotten = [], [], []
         for member, score in entries:
             parts = member.split("|")
             when = EPOCH + dt.timedelta(microseconds=int(score))
-            if parts[0] == "e":
+            if parts[0] == "x":
+                forgotten.append(int(parts[1]))
+            elif parts[0] == "e":
                 txid, c, m, pm, dev, loc, amount, country = parts[1:9]
                 txns.append({"transactionid": int(txid), "datetime": when, "customerid": int(c), "merchantid": int(m),
                              "paymentmethodid": int(pm), "deviceid": int(dev) if dev else None,
@@ -234,22 +269,20 @@ class RedisOnlineStore:
             else:
                 confirmations.append((int(parts[1]), int(parts[2]), when))
         return (self.record_transactions(txns, mode="into", generation=new)
-                + self.record_confirmations(confirmations, mode="into", generation=new))
+                + self.record_confirmations(confirmations, mode="into", generation=new)
+                + self.forget_transactions(forgotten, mode="into", generation=new))  # after their payments
 
     def _drop(self, ns: str) -> None:
-        batch = []
-        for key in self.client.scan_iter(match=self._k(f"{ns}:*"), count=2000):
-            batch.append(key)
-            if len(batch) >= 2000:
-                self.client.unlink(*batch)
-                batch = []
-        if batch:
-            self.client.unlink(*batch)
+        from paylake.stores.online import unlink_matching
+
+        unlink_matching(self.client, self._k(f"{ns}:*"))
 
 
 def _dim(value) -> str:
-    if isinstance(value, float):
-        return repr(value)
+    from decimal import Decimal
+
+    if isinstance(value, float | Decimal):
+        return repr(float(value))
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)

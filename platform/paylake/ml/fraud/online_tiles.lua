@@ -1,10 +1,13 @@
--- The online feature store's tiles (paylake.ml.fraud.online): one script, three entry points chosen by
--- ARGV[1] (ARGV[2] is the key prefix, "pl" unless a test's own world): "record" (payments, idempotent by transaction id), "confirm" (fraud confirmations, idempotent by
+-- The online feature store's tiles (paylake.ml.fraud.online): one script, four entry points chosen by
+-- ARGV[1] (ARGV[2] is the key prefix, "pl" unless a test's own world): "record" (payments, idempotent by
+-- transaction id), "forget" (payments deleted at the source), "confirm" (fraud confirmations, idempotent by
 -- transaction id), "read" (record optionally, then the window aggregates of each payment as of its time).
 --
--- Keys of one generation ns live under "pl:<ns>:" (a publish builds the next generation aside and swaps
--- "pl:current"); writes go to every generation in "pl:writers", reads to "pl:current" only.
---   seen            hash  txid -> merchantid          (payments recorded: idempotency)
+-- Keys of one generation ns live under "<prefix>:<ns>:" (a publish builds the next generation aside and
+-- swaps "<prefix>:current"); writes go to every generation in "<prefix>:writers", reads to the current one.
+--   seen            hash  txid -> "t|c|m|pm|dev|country|amount"   (payments recorded: idempotency, forget)
+--   gone            hash  txid -> 1                   (payments deleted at the source: forgotten once)
+--   order           hash  txid -> n                   (the order in which scorers recorded payments)
 --   conf            hash  txid -> confirmed_at us     (confirmations recorded: idempotency)
 --   log             zset  "e|..." / "c|..." by time    (what a publish replays into the next generation)
 --   r:<E>:<id>      zset  "txid|amount|merchant|country" by time   (raw events, for the partial hours)
@@ -41,11 +44,12 @@ local function add_list(key, field, value)
   redis.call('HSET', key, field, cur .. ',' .. value)
 end
 
--- one payment into generation p (prefix "pl:<ns>:"); fields: txid, t, customer, merchant, pm, device,
+-- one payment into generation p ("<prefix>:<ns>:"); fields: txid, t, customer, merchant, pm, device,
 -- location, amount (string), country (string, '' = look up the location); bulk = the tally is loaded apart
 local function record(p, txid, t, c, m, pm, dev, loc, amount, country, bulk)
-  if redis.call('HSETNX', p .. 'seen', txid, m) == 0 then return 0 end
+  if redis.call('HEXISTS', p .. 'seen', txid) == 1 then return 0 end
   if country == '' and loc ~= '' then country = redis.call('HGET', p .. 'dim:loc:' .. loc, 'country') or '' end
+  redis.call('HSET', p .. 'seen', txid, table.concat({istr(t), c, m, pm, dev, country, amount}, '|'))
   local member = txid .. '|' .. amount .. '|' .. m .. '|' .. country
   local hour, day = istr(math.floor(t / H) * H / 1000000), istr(math.floor(t / D) * D / 1000000)
   for _, e in ipairs({{'c', c}, {'p', pm}, {'d', dev}, {'m', m}}) do
@@ -71,6 +75,30 @@ local function record(p, txid, t, c, m, pm, dev, loc, amount, country, bulk)
     end
   end
   redis.call('ZADD', p .. 'log', t, 'e|' .. table.concat({txid, c, m, pm, dev, loc, amount, country}, '|'))
+  return 1
+end
+
+-- a payment deleted at the source: its events and tally undone (the distinct merchants / countries of its
+-- payment method's tiles keep it: a set cannot be decremented), once; a payment the generation never held
+-- (older than its raw events) is left to the next publish
+local function forget(p, txid)
+  local ev = redis.call('HGET', p .. 'seen', txid)
+  if not ev or redis.call('HSETNX', p .. 'gone', txid, '1') == 0 then return 0 end
+  local t, c, m, pm, dev, country, amount = string.match(ev, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  t = tonumber(t)
+  local member = txid .. '|' .. amount .. '|' .. m .. '|' .. country
+  local hour, day = istr(math.floor(t / H) * H / 1000000), istr(math.floor(t / D) * D / 1000000)
+  for _, e in ipairs({{'c', c}, {'p', pm}, {'d', dev}, {'m', m}}) do
+    if e[2] ~= '' and redis.call('ZREM', p .. 'r:' .. e[1] .. ':' .. e[2], member) == 1 then
+      local tk = p .. 't:' .. e[1] .. ':' .. e[2]
+      redis.call('HINCRBY', tk, 'H' .. hour .. 'n', -1)
+      redis.call('HINCRBYFLOAT', tk, 'H' .. hour .. 's', '-' .. amount)
+      redis.call('HINCRBY', tk, 'D' .. day .. 'n', -1)
+      redis.call('HINCRBYFLOAT', tk, 'D' .. day .. 's', '-' .. amount)
+    end
+  end
+  redis.call('HINCRBY', p .. 'mt:' .. m, 'txns', -1)
+  redis.call('ZADD', p .. 'log', t, 'x|' .. txid)
   return 1
 end
 
@@ -136,24 +164,28 @@ local function median(p, c, a, b)
   return fmt((values[mid] + values[mid + 1]) / 2)
 end
 
-if op == 'record' or op == 'confirm' then
+if op == 'record' or op == 'confirm' or op == 'forget' then
   -- ARGV[3]: '0' live (every generation in <prefix>:writers), '1' a publish's load into generation ARGV[4]
   -- (the all-time tallies are loaded apart), '2' a publish's replay into ARGV[4]; then the fields, 9 (record) or
   -- 3 (confirm) per item
   local bulk = ARGV[3] == '1'
   local gens = ARGV[3] == '0' and generations(true) or {ARGV[4]}
-  local width = op == 'record' and 9 or 3
+  local width = (op == 'record' and 9) or (op == 'confirm' and 3) or 1
   local added = 0
   for i = 5, #ARGV, width do
+    local fresh = 0  -- new in at least one generation: counted once
     for _, ns in ipairs(gens) do
       local p = root .. ns .. ':'
       if op == 'record' then
-        added = added + record(p, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
+        fresh = fresh + record(p, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
                                ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], bulk)
+      elseif op == 'confirm' then
+        fresh = fresh + confirm(p, ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), bulk)
       else
-        added = added + confirm(p, ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), bulk)
+        fresh = fresh + forget(p, ARGV[i])
       end
     end
+    if fresh > 0 then added = added + 1 end
   end
   return added
 end
@@ -177,7 +209,10 @@ if op == 'read' then
       for _, ns in ipairs(generations(true)) do
         fresh = fresh + record(root .. ns .. ':', txid, t, c, m, pm, dev, loc, amount, '', false)
       end
-      if fresh > 0 then seq = istr(redis.call('INCR', root .. 'seq')) end
+      if fresh > 0 then
+        seq = istr(redis.call('INCR', root .. 'seq'))
+        redis.call('HSET', p .. 'order', txid, seq)  -- the order scorers recorded in (tests of concurrency)
+      end
     end
     local row = {seq}
     for _, e in ipairs({{'c', c}, {'p', pm}, {'d', dev}, {'m', m}}) do
