@@ -190,3 +190,75 @@ def test_business_answers_and_load_state_survive_a_warehouse_restart(spine, loca
     assert {name: warehouse_answer(spine, name) for name in answers} == answers
     assert answers_differ(spine) == {}
     assert {r.state for r in load_star(spine)} == {"unchanged"}, "the load state survived with the data"
+
+
+def test_a_day_of_changes_through_the_users_commands_with_a_publish_between(spine, monkeypatch):
+    """What a user runs after a business day: 'paylake cdc', 'features' (an online-store publish), 'extract',
+    'build-star', 'load'. Snowflake answers as PostgreSQL does; the online store got the day from the change
+    stream, kept it through the publish, and after the next publish its features equal the batch's."""
+    import math
+
+    from paylake.ml.fraud import features
+    from paylake.ml.fraud.feature_build import build_features, feature_uri
+    from paylake.ml.fraud.online import RedisOnlineStore, transactions_features
+    from paylake.stores import lake
+    from tests.conftest import run_cli
+
+    store = RedisOnlineStore(spine)
+    assert store.current() is not None, "the pipeline published the world's online store"
+    deleted, new, labelled, moved = write(
+        spine,
+        f"""with gone as (select t.transactionid, t.datetime from oltp.transaction t join oltp.merchant m
+                           using (merchantid) where {RETAIL_FR} and {CAPTURED} and t.taxamount > 0
+                           order by t.transactionid limit 3),
+                 history as (delete from oltp.transactionstatechanges x using gone
+                             where x.transactionid = gone.transactionid returning 1)
+            delete from oltp.transaction t using gone where t.transactionid = gone.transactionid
+            and t.datetime = gone.datetime returning t.transactionid""",
+        """insert into oltp.transaction (datetime, customerid, merchantid, paymentmethodid, deviceid, locationid,
+                productid, currencycode, amount, taxamount, feeamount, statusid)
+           select (select max(datetime) from oltp.transaction) + make_interval(mins => g), t.customerid,
+                  t.merchantid, t.paymentmethodid, t.deviceid, t.locationid, t.productid, t.currencycode,
+                  10 + g, 2, 0.3, 2
+           from generate_series(1, 50) g
+           join lateral (select * from oltp.transaction order by transactionid desc offset g limit 1) t on true
+           returning transactionid, datetime, customerid, merchantid, paymentmethodid, deviceid, locationid""",
+        """with late as (select transactionid, datetime from oltp.transaction where statusid = 2
+                         order by datetime desc offset 60 limit 7),
+                marked as (update oltp.transaction t set statusid = 6 from late
+                           where t.transactionid = late.transactionid and t.datetime = late.datetime returning 1)
+           insert into oltp.transactionstatechanges (transactionid, transactiondatetime, fromstatusid, tostatusid,
+                                                     reason, changedby)
+           select transactionid, datetime, 2, 6, 'confirmed by the issuer', 'risk-team' from late
+           returning transactionid""",
+        f"""update oltp.merchant m set country = 'BE', updatedat = now() where merchantid =
+            (select merchantid from oltp.merchant m where {RETAIL_FR} order by merchantid limit 1)
+            returning merchantid""")
+    assert (len(deleted), len(new), len(labelled), len(moved)) == (3, 50, 7, 1)
+
+    cdc = run_cli(spine, monkeypatch, "cdc")
+    assert cdc.exit_code == 0, cdc.output
+    assert "online store: 50 new payment(s), 7 confirmation(s)" in " ".join(cdc.output.split())
+    published = run_cli(spine, monkeypatch, "features")  # silver still holds yesterday: a publish in between
+    assert published.exit_code == 0, published.output
+    columns = ["transactionid", "datetime", "customerid", "merchantid", "paymentmethodid", "deviceid", "locationid"]
+    sales = [dict(zip(columns, row)) for row in new]
+    held = store.client.hmget(f"{store.prefix}:{store.current()}:seen", [s["transactionid"] for s in sales])
+    assert None not in held, "the day's payments were kept through the publish"
+    for command in ("extract", "build-star", "load"):
+        result = run_cli(spine, monkeypatch, command)
+        assert result.exit_code == 0, (command, result.output)
+
+    assert answers_differ(spine) == {}
+    build_features(spine)
+    assert run_cli(spine, monkeypatch, "features").exit_code == 0  # the next publish, from today's silver
+    batch = {r["transactionid"]: r for r in lake.read_table(spine, feature_uri(spine)).to_pylist()
+             if r["transactionid"] in {s["transactionid"] for s in sales}}
+    sales = [dict(s, amount_eur=batch[s["transactionid"]]["amount_eur"]) for s in sales]
+    mismatches = {}
+    for sale, online in zip(sales, transactions_features(store, sales)):
+        for column in features.feature_columns():
+            want, got = batch[sale["transactionid"]][column], online[column]
+            if not (want == got or (isinstance(want, float) and math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-9))):
+                mismatches.setdefault(sale["transactionid"], {})[column] = (want, got)
+    assert mismatches == {}

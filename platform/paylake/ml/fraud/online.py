@@ -209,7 +209,7 @@ class RedisOnlineStore:
             self.client.sadd(self._k("writers"), *writers)
             started = time.perf_counter()
             self._load(new, state)
-            replayed = self._replay(old, new, as_of - KEEP) if old else 0
+            replayed = self._replay(old, new, as_of - KEEP, state) if old else 0
             pipe = self.client.pipeline(transaction=True)
             pipe.set(self._k("current"), new)
             pipe.set(self._k("as_of"), as_of.isoformat())
@@ -252,12 +252,29 @@ class RedisOnlineStore:
                          for r in state["confirmation"].to_pylist()]
         self.record_confirmations(confirmations, mode="bulk", generation=ns)
 
-    def _replay(self, old: str, new: str, since: dt.datetime) -> int:
+    def _replay(self, old: str, new: str, since: dt.datetime, state: dict[str, pa.Table]) -> int:
+        """Replay into ``new`` what the live generation ``old`` recorded since ``since``: a payment silver holds
+        is replayed only when the live stream wrote it after silver was built (the stream is newer: an update
+        or a delete silver has not seen yet); silver's version stands otherwise (e.g. a payment moved at the
+        source while the store was not fed)."""
+        import pyarrow.compute as pc
+
         entries = self.client.zrangebyscore(self._k(f"{old}:log"), micros(since), "+inf", withscores=True)
+        ids = [int(member.split("|")[1]) for member, _ in entries]
+        wrote: list[str | None] = []
+        for at in range(0, len(ids), 5000):
+            wrote += self.client.hmget(self._k(f"{old}:wrote"), ids[at:at + 5000]) if ids[at:at + 5000] else []
+        in_silver = pc.is_in(pa.array(ids, pa.int64()), value_set=state["silver_ids"]).to_pylist() if ids else []
+        built = micros(state["silver_built_at"])
         txns, confirmations, forgotten = [], [], []
-        for member, score in entries:
+        for (member, score), known, written in zip(entries, in_silver, wrote):
             parts = member.split("|")
             when = EPOCH + dt.timedelta(microseconds=int(score))
+            if parts[0] == "c":
+                confirmations.append((int(parts[1]), int(parts[2]), when))
+                continue
+            if known and (written is None or int(written) <= built):
+                continue  # silver is as new as the stream for this payment
             if parts[0] == "x":
                 forgotten.append(int(parts[1]))
             elif parts[0] == "e":
@@ -266,8 +283,6 @@ class RedisOnlineStore:
                              "paymentmethodid": int(pm), "deviceid": int(dev) if dev else None,
                              "locationid": int(loc) if loc else None, "amount_eur": float(amount),
                              "country": country or None})
-            else:
-                confirmations.append((int(parts[1]), int(parts[2]), when))
         return (self.record_transactions(txns, mode="into", generation=new)
                 + self.record_confirmations(confirmations, mode="into", generation=new)
                 + self.forget_transactions(forgotten, mode="into", generation=new))  # after their payments
@@ -309,6 +324,8 @@ def state_as_of(settings: Settings, as_of: dt.datetime) -> dict[str, pa.Table]:
             "confirmation": con.sql(f"select c.transactionid, t.merchantid, c.confirmed_at from ({CONFIRMATIONS_SQL})"
                                     " c join txn t using (transactionid)"
                                     " where c.confirmed_at < getvariable('as_of')").to_arrow_table(),
+            "silver_ids": con.sql("select transactionid from txn").to_arrow_table()["transactionid"].combine_chunks(),
+            "silver_built_at": silver_built_at(settings),
             "customer": con.sql("select * from customer").to_arrow_table(),
             "merchant": con.sql("select * from merchant").to_arrow_table(),
             "payment_method": con.sql("select * from payment_method").to_arrow_table(),
@@ -317,6 +334,18 @@ def state_as_of(settings: Settings, as_of: dt.datetime) -> dict[str, pa.Table]:
         }
     finally:
         con.close()
+
+
+def silver_built_at(settings: Settings) -> dt.datetime:
+    """When silver's payments were last committed (what a publish's replay compares the live stream with)."""
+    from deltalake import DeltaTable
+
+    from paylake.stores import lake
+    from paylake.transform.silver import entity_uri
+
+    table = DeltaTable(entity_uri(settings, "transaction"), storage_options=lake.storage_options(settings))
+    (last,) = table.history(1)
+    return EPOCH + dt.timedelta(milliseconds=int(last["timestamp"]))
 
 
 def publish_state(settings: Settings, store: OnlineStore, as_of: dt.datetime | None = None,

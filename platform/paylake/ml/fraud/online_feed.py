@@ -79,8 +79,11 @@ class OnlineFeed:
             log.warning("online feed: no rate for currency %s: those payments wait for the next publish", missing)
         known = rows.filter(pc.is_in(rows["currencycode"], pa.array(sorted(rates), rows["currencycode"].type)))
         rate = pa.array([rates[c] for c in known["currencycode"].to_pylist()], pa.decimal128(18, 8))
+        # silver's decimal(18, 2), then the double nearest to it (through its text: Arrow's decimal → double
+        # cast multiplies by 10^-scale, which is one ulp off for e.g. 19.90)
         amount = pc.round(pc.multiply(known["amount"].cast(pa.decimal128(18, 2)), rate), 2,
-                          round_mode="half_towards_infinity").cast(pa.float64())
+                          round_mode="half_towards_infinity").cast(pa.decimal128(18, 2))
+        amount = amount.cast(pa.string()).cast(pa.float64())
         columns = ["transactionid", "datetime", "customerid", "merchantid", "paymentmethodid", "deviceid",
                    "locationid"]
         return known.select(columns).append_column("amount_eur", amount).to_pylist()

@@ -5,9 +5,11 @@
 --
 -- Keys of one generation ns live under "<prefix>:<ns>:" (a publish builds the next generation aside and
 -- swaps "<prefix>:current"); writes go to every generation in "<prefix>:writers", reads to the current one.
---   seen            hash  txid -> "t|c|m|pm|dev|country|amount"   (payments recorded: idempotency, forget)
+--   seen            hash  txid -> "t|c|m|pm|dev|loc|country|amount"   (payments held: idempotency, undo)
 --   gone            hash  txid -> 1                   (payments deleted at the source: forgotten once)
 --   order           hash  txid -> n                   (the order in which scorers recorded payments)
+--   wrote           hash  txid -> us                  (when the live stream last wrote the payment: a publish
+--                                                      replays it only if silver was built before, or lacks it)
 --   conf            hash  txid -> confirmed_at us     (confirmations recorded: idempotency)
 --   log             zset  "e|..." / "c|..." by time    (what a publish replays into the next generation)
 --   r:<E>:<id>      zset  "txid|amount|merchant|country" by time   (raw events, for the partial hours)
@@ -24,6 +26,10 @@ local op = ARGV[1]
 local root = ARGV[2] .. ':'  -- the store's key prefix (a test's or benchmark's own world)
 
 local function fmt(x) return string.format('%.17g', x) end
+local function now_us()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2]))
+end
 local function istr(x) return string.format('%d', x) end
 
 local function generations(write)
@@ -44,14 +50,52 @@ local function add_list(key, field, value)
   redis.call('HSET', key, field, cur .. ',' .. value)
 end
 
--- one payment into generation p ("<prefix>:<ns>:"); fields: txid, t, customer, merchant, pm, device,
--- location, amount (string), country (string, '' = look up the location); bulk = the tally is loaded apart
-local function record(p, txid, t, c, m, pm, dev, loc, amount, country, bulk)
-  if redis.call('HEXISTS', p .. 'seen', txid) == 1 then return 0 end
-  if country == '' and loc ~= '' then country = redis.call('HGET', p .. 'dim:loc:' .. loc, 'country') or '' end
-  redis.call('HSET', p .. 'seen', txid, table.concat({istr(t), c, m, pm, dev, country, amount}, '|'))
+local function tile_fields(t)
+  return istr(math.floor(t / H) * H / 1000000), istr(math.floor(t / D) * D / 1000000)
+end
+
+local function log_member(txid, c, m, pm, dev, loc, amount, country)
+  return 'e|' .. table.concat({txid, c, m, pm, dev, loc, amount, country}, '|')
+end
+
+-- take back what recording the payment ``ev`` (its "seen" value) added: its raw events, its tiles' counts
+-- and sums, its merchant's tally, its log entry (the distinct merchants / countries of its payment method's
+-- tiles and the first-seen times keep it: a set or a minimum cannot be decremented)
+local function undo(p, txid, ev)
+  local t, c, m, pm, dev, loc, country, amount =
+    string.match(ev, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  t = tonumber(t)
   local member = txid .. '|' .. amount .. '|' .. m .. '|' .. country
-  local hour, day = istr(math.floor(t / H) * H / 1000000), istr(math.floor(t / D) * D / 1000000)
+  local hour, day = tile_fields(t)
+  for _, e in ipairs({{'c', c}, {'p', pm}, {'d', dev}, {'m', m}}) do
+    if e[2] ~= '' and redis.call('ZREM', p .. 'r:' .. e[1] .. ':' .. e[2], member) == 1 then
+      local tk = p .. 't:' .. e[1] .. ':' .. e[2]
+      redis.call('HINCRBY', tk, 'H' .. hour .. 'n', -1)
+      redis.call('HINCRBYFLOAT', tk, 'H' .. hour .. 's', '-' .. amount)
+      redis.call('HINCRBY', tk, 'D' .. day .. 'n', -1)
+      redis.call('HINCRBYFLOAT', tk, 'D' .. day .. 's', '-' .. amount)
+    end
+  end
+  redis.call('HINCRBY', p .. 'mt:' .. m, 'txns', -1)
+  redis.call('ZREM', p .. 'log', log_member(txid, c, m, pm, dev, loc, amount, country))
+  return t
+end
+
+-- one payment into generation p ("<prefix>:<ns>:"); fields: txid, t, customer, merchant, pm, device,
+-- location, amount (string), country (string, '' = look up the location); bulk = a publish's load (the
+-- tally is loaded apart, and what the generation holds is never replaced). A payment already held is
+-- replaced when it changed at the source (another time, merchant, amount ...), else left alone.
+local function record(p, txid, t, c, m, pm, dev, loc, amount, country, bulk)
+  if country == '' and loc ~= '' then country = redis.call('HGET', p .. 'dim:loc:' .. loc, 'country') or '' end
+  local payload = table.concat({istr(t), c, m, pm, dev, loc, country, amount}, '|')
+  local old = redis.call('HGET', p .. 'seen', txid)
+  if old then
+    if bulk or old == payload or redis.call('HEXISTS', p .. 'gone', txid) == 1 then return 0 end
+    undo(p, txid, old)
+  end
+  redis.call('HSET', p .. 'seen', txid, payload)
+  local member = txid .. '|' .. amount .. '|' .. m .. '|' .. country
+  local hour, day = tile_fields(t)
   for _, e in ipairs({{'c', c}, {'p', pm}, {'d', dev}, {'m', m}}) do
     if e[2] ~= '' then
       redis.call('ZADD', p .. 'r:' .. e[1] .. ':' .. e[2], t, member)
@@ -66,39 +110,29 @@ local function record(p, txid, t, c, m, pm, dev, loc, amount, country, bulk)
       end
     end
   end
-  if not bulk then redis.call('HINCRBY', p .. 'mt:' .. m, 'txns', 1) end
+  if not bulk then
+    redis.call('HINCRBY', p .. 'mt:' .. m, 'txns', 1)
+    redis.call('HSET', p .. 'wrote', txid, now_us())
+  end
   local fs = p .. 'fs:' .. c
   for _, kv in ipairs({{'d:', dev}, {'c:', country}}) do
     if kv[2] ~= '' then
-      local old = redis.call('HGET', fs, kv[1] .. kv[2])
-      if not old or tonumber(old) > t then redis.call('HSET', fs, kv[1] .. kv[2], istr(t)) end
+      local first = redis.call('HGET', fs, kv[1] .. kv[2])
+      if not first or tonumber(first) > t then redis.call('HSET', fs, kv[1] .. kv[2], istr(t)) end
     end
   end
-  redis.call('ZADD', p .. 'log', t, 'e|' .. table.concat({txid, c, m, pm, dev, loc, amount, country}, '|'))
+  redis.call('ZADD', p .. 'log', t, log_member(txid, c, m, pm, dev, loc, amount, country))
   return 1
 end
 
--- a payment deleted at the source: its events and tally undone (the distinct merchants / countries of its
--- payment method's tiles keep it: a set cannot be decremented), once; a payment the generation never held
--- (older than its raw events) is left to the next publish
+-- a payment deleted at the source: undone once; a payment the generation never held (older than its raw
+-- events) is left to the next publish
 local function forget(p, txid)
   local ev = redis.call('HGET', p .. 'seen', txid)
   if not ev or redis.call('HSETNX', p .. 'gone', txid, '1') == 0 then return 0 end
-  local t, c, m, pm, dev, country, amount = string.match(ev, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-  t = tonumber(t)
-  local member = txid .. '|' .. amount .. '|' .. m .. '|' .. country
-  local hour, day = istr(math.floor(t / H) * H / 1000000), istr(math.floor(t / D) * D / 1000000)
-  for _, e in ipairs({{'c', c}, {'p', pm}, {'d', dev}, {'m', m}}) do
-    if e[2] ~= '' and redis.call('ZREM', p .. 'r:' .. e[1] .. ':' .. e[2], member) == 1 then
-      local tk = p .. 't:' .. e[1] .. ':' .. e[2]
-      redis.call('HINCRBY', tk, 'H' .. hour .. 'n', -1)
-      redis.call('HINCRBYFLOAT', tk, 'H' .. hour .. 's', '-' .. amount)
-      redis.call('HINCRBY', tk, 'D' .. day .. 'n', -1)
-      redis.call('HINCRBYFLOAT', tk, 'D' .. day .. 's', '-' .. amount)
-    end
-  end
-  redis.call('HINCRBY', p .. 'mt:' .. m, 'txns', -1)
+  local t = undo(p, txid, ev)
   redis.call('ZADD', p .. 'log', t, 'x|' .. txid)
+  redis.call('HSET', p .. 'wrote', txid, now_us())
   return 1
 end
 
