@@ -30,6 +30,14 @@ from tests.integration.business import answers_differ, source_answer, warehouse_
 
 RETAIL_FR = "m.industry = 'Retail' and m.country = 'FR'"
 CAPTURED = "t.statusid not in (1, 3)"  # not pending, not failed
+# three captured retail sales in France vanish (their status history first)
+DELETE_THREE_RETAIL_FR_SALES = f"""
+    with gone as (select t.transactionid, t.datetime from oltp.transaction t join oltp.merchant m using (merchantid)
+                  where {RETAIL_FR} and {CAPTURED} and t.taxamount > 0 order by t.transactionid limit 3),
+         history as (delete from oltp.transactionstatechanges x using gone
+                     where x.transactionid = gone.transactionid returning 1)
+    delete from oltp.transaction t using gone where t.transactionid = gone.transactionid
+    and t.datetime = gone.datetime returning t.transactionid, t.datetime"""
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +98,7 @@ def test_deleted_moved_and_new_sales_reach_gold_and_snowflake(spine):
     before = source_answer(spine, "monthly_tax_retail_france")
     deleted, moved, remerchanted, inserted = write(
         spine,
-        # three captured retail sales in France vanish (their status history first)
-        f"""with gone as (select t.transactionid, t.datetime from oltp.transaction t join oltp.merchant m
-                           using (merchantid) where {RETAIL_FR} and {CAPTURED} and t.taxamount > 0
-                           order by t.transactionid limit 3),
-                 history as (delete from oltp.transactionstatechanges x using gone
-                             where x.transactionid = gone.transactionid returning 1)
-            delete from oltp.transaction t using gone where t.transactionid = gone.transactionid
-            and t.datetime = gone.datetime returning t.transactionid, t.datetime""",
+        DELETE_THREE_RETAIL_FR_SALES,
         # one moves to a day two years earlier (another partition: a delete and an insert in the WAL)
         f"""update oltp.transaction t set datetime = t.datetime - interval '730 days', updatedat = now()
             from oltp.merchant m where m.merchantid = t.merchantid and (t.transactionid, t.datetime) =
@@ -208,13 +209,7 @@ def test_a_day_of_changes_through_the_users_commands_with_a_publish_between(spin
     assert store.current() is not None, "the pipeline published the world's online store"
     deleted, new, labelled, moved = write(
         spine,
-        f"""with gone as (select t.transactionid, t.datetime from oltp.transaction t join oltp.merchant m
-                           using (merchantid) where {RETAIL_FR} and {CAPTURED} and t.taxamount > 0
-                           order by t.transactionid limit 3),
-                 history as (delete from oltp.transactionstatechanges x using gone
-                             where x.transactionid = gone.transactionid returning 1)
-            delete from oltp.transaction t using gone where t.transactionid = gone.transactionid
-            and t.datetime = gone.datetime returning t.transactionid""",
+        DELETE_THREE_RETAIL_FR_SALES,
         """insert into oltp.transaction (datetime, customerid, merchantid, paymentmethodid, deviceid, locationid,
                 productid, currencycode, amount, taxamount, feeamount, statusid)
            select (select max(datetime) from oltp.transaction) + make_interval(mins => g), t.customerid,
