@@ -1,4 +1,4 @@
-"""``paylake db migrate``, ``seed``, ``extract``, ``cdc``, ``build-star``, ``load``, ``query``, ``features``, ``pipeline``: the data."""
+"""``paylake db migrate``, ``seed``, ``extract``, ``cdc``, ``stream``, ``build-star``, ``load``, ``query``, ``features``, ``pipeline``: the data."""
 
 from __future__ import annotations
 
@@ -206,6 +206,37 @@ def cdc_command(
     if truncated:
         console.print(f"[yellow]truncated at the source, not applied:[/] {', '.join(truncated)}: run 'paylake "
                       f"extract --full' for them", highlight=False)
+
+
+@app.command("stream")
+@expected_failures
+def stream_command(
+    seconds: Annotated[float | None, typer.Option(help="Stop after this long (default: until Ctrl-C).")] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between drains when nothing is pending.")] = 0.2,
+    max_changes: Annotated[int, typer.Option(help="Changes read per micro-batch (whole transactions).")] = 5_000,
+    model: Annotated[str, typer.Option(help="Registered fraud model.")] = "paylake-fraud",
+    alias: Annotated[str, typer.Option(help="Its alias to score with (looked up every 30 s).")] = "champion",
+) -> None:
+    """The real-time fraud path: each committed payment to bronze, the online store, the champion's score and
+    Snowflake's REALTIME_FraudScore (alerts in REALTIME_FraudAlert), exactly once across a kill -9."""
+    from paylake.cdc.decoding import int_to_lsn
+    from paylake.realtime import stream
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+
+    def show(batch, report) -> None:
+        if batch.transactions:
+            console.print(f"LSN {int_to_lsn(batch.batch)}: {batch.changes:,} change(s) in {batch.seconds:.2f} s; "
+                          f"{report.payments_scored:,} payment(s) scored, {report.alerts:,} alert(s) so far",
+                          highlight=False)
+
+    console.print(f"streaming {settings.lake_root}/bronze, the online store and Snowflake's REALTIME_FraudScore "
+                  "(Ctrl-C stops after the micro-batch in flight)", highlight=False)
+    report = stream(settings, interval_s=interval, stop_after_s=seconds, max_changes=max_changes, model=model,
+                    alias=alias, on_batch=show)
+    console.print(f"{report.batches:,} micro-batch(es), {report.payments_scored:,} payment(s) scored, "
+                  f"{report.alerts:,} alert(s)", highlight=False)
 
 
 @app.command("query")

@@ -36,6 +36,7 @@ from paylake.errors import ConfigError, ContractError
 
 DDL_DIR = Path(__file__).resolve().parents[3] / "sql" / "snowflake"
 SECURITY_DDL_DIR = DDL_DIR / "security"
+REALTIME_DDL_DIR = DDL_DIR / "realtime"
 
 _INTEGER_TYPES = {"INT", "INTEGER", "BIGINT", "SMALLINT", "TINYINT", "BYTEINT"}
 _DECIMAL_TYPES = {"NUMBER", "DECIMAL", "NUMERIC"}
@@ -281,9 +282,14 @@ def security_tables() -> dict[str, StarTable]:
     return star_tables(SECURITY_DDL_DIR)
 
 
+def realtime_tables() -> dict[str, StarTable]:
+    """The real-time fraud tables beside the star (``sql/snowflake/realtime/``: ``paylake stream``)."""
+    return star_tables(REALTIME_DDL_DIR)
+
+
 def star_table(name: str) -> StarTable:
     """One table of the warehouse (the star, or the tables beside it) by name (case-insensitive)."""
-    tables = {**star_tables(), **security_tables()}
+    tables = {**star_tables(), **security_tables(), **realtime_tables()}
     by_lower = {key.lower(): table for key, table in tables.items()}
     table = by_lower.get(name.lower())
     if table is None:

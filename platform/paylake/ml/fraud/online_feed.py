@@ -56,7 +56,7 @@ class OnlineFeed:
         rows = changes.filter(pc.invert(deleted))
         if table == "transaction":
             gone = changes.filter(deleted)["transactionid"].to_pylist()
-            self.report.payments += self.store.record_transactions(self._payments(rows)) if rows.num_rows else 0
+            self.report.payments += self.store.record_transactions(self.payments(rows)) if rows.num_rows else 0
             self.report.forgotten += self.store.forget_transactions(gone) if gone else 0
             return
         if not rows.num_rows:
@@ -69,7 +69,8 @@ class OnlineFeed:
                 (row[key], {name: row[column] for name, column in fields.items()})
                 for row in rows.select([key, *fields.values()]).to_pylist()])
 
-    def _payments(self, rows: pa.Table) -> list[dict]:
+    def payments(self, rows: pa.Table) -> list[dict]:
+        """Bronze payment rows as the store records them (EUR amounts as silver computes them)."""
         codes = pc.unique(rows["currencycode"]).to_pylist()
         with postgres.connect(self.settings) as conn:
             rates = dict(conn.execute("select currencycode, ratetoeur from oltp.currency where currencycode = any(%s)",
