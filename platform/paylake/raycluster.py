@@ -19,8 +19,9 @@ WORKING_DIR_EXCLUDES = [".paylake", ".paylake-test", ".venv", ".git", "**/__pyca
 TRAIN_HEALTH_CHECK_INTERVAL_S = "0.25"
 
 
-def init_ray(settings: Settings) -> None:
-    """Join the cluster of ``settings.ray_address`` (inside a Ray job: the job's cluster)."""
+def init_ray(settings: Settings, *, log_to_driver: bool = True) -> None:
+    """Join the cluster of ``settings.ray_address`` (inside a Ray job: the job's cluster). ``log_to_driver``
+    False: the workers' and replicas' output stays in their log files (a deploy, a load generator)."""
     if ray.is_initialized():
         return
     # Ray Train's controller polls its workers every 2 s by default: a finished run is noticed up to 2 s
@@ -28,7 +29,7 @@ def init_ray(settings: Settings) -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_HEALTH_CHECK_INTERVAL_S)
     address = os.environ.get("RAY_ADDRESS") or settings.ray_address
     try:
-        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+        ray.init(address=address, log_to_driver=log_to_driver, logging_level="WARNING")
     except ConnectionError as exc:
         raise PaylakeError(
             f"Ray at {address} did not answer ({exc}): run 'paylake stack up' or set PAYLAKE_RAY_ADDRESS"

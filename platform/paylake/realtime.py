@@ -99,7 +99,7 @@ class RealtimeSink:
             return
         scorer = self.scorer()
         rows = transactions_features(self.store, payments)
-        answers = scorer.explain(rows, self.top_features)
+        answers = scorer.explain(rows, self.top_features, which="flagged")  # the alerts' reasons
         lsn = int(new["_batch_id"][0].as_py())
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         scored = [{"TransactionID": p["transactionid"], "TransactionAt": p["datetime"].astimezone(dt.UTC).replace(

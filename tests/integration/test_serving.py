@@ -77,7 +77,7 @@ def test_readyz_is_false_before_the_models_load_and_true_after(service):
 
 def test_both_endpoints_score_valid_input(service, fraud_lake, log_lake, trained_logs):
     txns = recent_transactions(fraud_lake, 3)
-    one = post(service, "/v1/fraud/score", txns[0], headers={"X-Request-ID": "req-42"})
+    one = post(service, "/v1/fraud/score?explain=all", txns[0], headers={"X-Request-ID": "req-42"})
     assert one.status_code == 200, one.text
     assert one.headers["x-request-id"] == "req-42" and one.json()["request_id"] == "req-42"
     (result,) = one.json()["results"]
@@ -87,6 +87,10 @@ def test_both_endpoints_score_valid_input(service, fraud_lake, log_lake, trained
     many = post(service, "/v1/fraud/score", txns)
     assert many.status_code == 200 and [r["transactionid"] for r in many.json()["results"]] == \
         [t["transactionid"] for t in txns]
+    for r in many.json()["results"]:  # by default only flagged payments carry their reasons
+        assert (len(r["top_features"]) == 5) == (r["decision"] == "fraud")
+    assert all(r["top_features"] == [] for r in post(service, "/v1/fraud/score?explain=none", txns).json()["results"])
+    assert post(service, "/v1/fraud/score?explain=some", txns).status_code == 422
 
     sessions = split(read_sessions(log_lake).sessions)
     anomalous = next(s for s in sessions["test"] if s.anomalous)
@@ -230,7 +234,8 @@ def test_a_fraud_replica_killed_under_load_fails_no_request(service, fraud_lake)
     from ray.util.state import list_actors
 
     txns = recent_transactions(fraud_lake, 20)
-    victims = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    victims = [a for a in list_actors(address=fraud_lake.ray_dashboard_url, filters=[("state", "=", "ALIVE")],
+                                      limit=1000)
                if "fraud" in (a.class_name or "") and "ServeReplica" in (a.class_name or "")]
     assert len(victims) == 2, [a.class_name for a in victims]
     statuses: list[int] = []

@@ -227,7 +227,8 @@ class FraudDeployment(_ModelDeployment):
         rows = [from_aggregates(txn, values) for txn, values in zip(txns, raw)]
         at = lap("features", at)
         if rows:
-            predictions = loaded.model.explain(rows, self.options.top_features)
+            predictions = loaded.model.explain(rows, self.options.top_features,
+                                               [items[i].get("explain", "flagged") for i in ok])
             at = lap("predict_explain", at)
             latency_ms = (time.perf_counter() - started) * 1000
             for i, row, prediction in zip(ok, rows, predictions):
@@ -382,11 +383,12 @@ class Ingress:
     @api.post("/v1/fraud/score", response_model=schemas.FraudResponse,
               summary=f"score one transaction or a list of up to {schemas.MAX_TRANSACTIONS}")
     async def fraud_score(self, request: Request, _: Annotated[str, Depends(require("fraud:score"))],
-                          body: Annotated[schemas.FraudRequest, Body()]) -> dict:
+                          body: Annotated[schemas.FraudRequest, Body()],
+                          explain: schemas.ExplainMode = "flagged") -> dict:
         request_id = request.scope["state"]["request_id"]
         transactions = body if isinstance(body, list) else [body]
-        results = await _call(self.fraud.score, [{"txn": t.model_dump(), "request_id": request_id}
-                                                 for t in transactions], "fraud")
+        results = await _call(self.fraud.score, [{"txn": t.model_dump(), "request_id": request_id,
+                                                  "explain": explain} for t in transactions], "fraud")
         for result in results:
             _raise_for(result)
         return {"request_id": request_id, "results": results}

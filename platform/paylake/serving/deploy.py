@@ -58,7 +58,7 @@ def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120
 
     url = settings.serving.url.rstrip("/")
     parts = urlsplit(url)
-    init_ray(settings)
+    init_ray(settings, log_to_driver=False)  # the replicas' access logs stay in their files (and the dashboard)
     progress(f"starting Serve's HTTP proxy on {parts.hostname}:{parts.port}")
     serve.start(http_options={"host": parts.hostname, "port": parts.port}, proxy_location="HeadOnly")
     app, _ = application(overrides, deployments=deployments)

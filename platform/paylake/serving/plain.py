@@ -37,18 +37,19 @@ def create_app(model_name: str, alias: str = "champion", max_body_bytes: int = 2
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     api.add_middleware(RequestId)
 
-    def score(txns: list[dict]) -> list[dict]:
+    def score(txns: list[dict], explain: str) -> list[dict]:
         rows = transactions_features(store, txns, record=True)
         return [{"transactionid": txn["transactionid"], **prediction, "defaulted": list(row["defaulted"]),
                  "model": {"name": model_name, "version": version}}
-                for txn, row, prediction in zip(txns, rows, model.explain(rows))]
+                for txn, row, prediction in zip(txns, rows, model.explain(rows, which=explain))]
 
     @api.post("/v1/fraud/score", response_model=schemas.FraudResponse)
     async def fraud_score(request: Request, _: Annotated[str, Depends(serving_app.require("fraud:score"))],
-                          body: Annotated[schemas.FraudRequest, Body()]) -> dict:
+                          body: Annotated[schemas.FraudRequest, Body()],
+                          explain: schemas.ExplainMode = "flagged") -> dict:
         txns = [t.model_dump() for t in (body if isinstance(body, list) else [body])]
         try:
-            results = await asyncio.to_thread(score, txns)
+            results = await asyncio.to_thread(score, txns, explain)
         except Exception as exc:  # noqa: BLE001
             raise HTTPException(503, f"scoring failed ({type(exc).__name__}): retry") from None
         return {"request_id": request.scope["state"]["request_id"], "results": results}

@@ -9,7 +9,7 @@ number sent by mistake is not echoed back into a client's logs.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -34,6 +34,9 @@ class FraudTransaction(BaseModel):
 
 
 FraudRequest = FraudTransaction | Annotated[list[FraudTransaction], Field(min_length=1, max_length=MAX_TRANSACTIONS)]
+# which answers carry their top features (query parameter ``explain``): the flagged ones by default (the reasons
+# a decline or a review needs; contributions cost ~50x a score), all of them, or none
+ExplainMode = Literal["flagged", "all", "none"]
 
 
 class Contribution(BaseModel):
@@ -52,7 +55,7 @@ class FraudResult(BaseModel):
     fraud_probability: float
     decision: str  # "fraud" (at or above the model's threshold) or "legit"
     threshold: float
-    top_features: list[Contribution]
+    top_features: list[Contribution]  # empty unless explained (query parameter explain: flagged, all, none)
     defaulted: list[str]  # features computed from defaults: entities the online store does not know
     model: ModelRef
 

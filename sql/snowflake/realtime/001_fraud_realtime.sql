@@ -14,7 +14,7 @@ create table if not exists REALTIME_FraudScore (
     Threshold float not null,
     ModelName varchar not null,
     ModelVersion varchar not null,
-    TopFeatures varchar not null comment 'JSON: the features that weighed most',
+    TopFeatures varchar not null comment 'JSON: the features that weighed most (flagged payments; [] otherwise)',
     CommitLsn varchar not null comment 'PostgreSQL commit LSN of the micro-batch',
     ScoredAt timestamp_ntz not null comment 'UTC',
     constraint PK_REALTIME_FraudScore primary key (TransactionID)

@@ -13,7 +13,8 @@
 --   conf            hash  txid -> confirmed_at us     (confirmations recorded: idempotency)
 --   log             zset  "e|..." / "c|..." by time    (what a publish replays into the next generation)
 --   r:<E>:<id>      zset  "txid|amount|merchant|country" by time   (raw events, for the partial hours)
---   t:<E>:<id>      hash  H<hour>n, H<hour>s, D<day>n, D<day>s (+ m / k: distinct merchants / countries)
+--   cz:<E>:<id>     zset  the hours holding events       cu:<E>:<id>  hash  hour -> "count|sum" up to its end
+--   t:p:<id>        hash  H<hour>m, H<hour>k           (a payment method's distinct merchants / countries)
 --   mt:<merchant>   hash  txns, frauds                 (all-time tallies)
 --   mc:<merchant>   zset  txid by confirmation time
 --   fs:<customer>   hash  d:<device> / c:<country> -> first seen us
@@ -21,7 +22,7 @@
 -- Times are integer microseconds since the epoch (exact in a double below 2^53).
 -- Entities E: c customer, p payment method, d device, m merchant.
 
-local H, D = 3600000000, 86400000000
+local H = 3600000000  -- an hour in microseconds
 local op = ARGV[1]
 local root = ARGV[2] .. ':'  -- the store's key prefix (a test's or benchmark's own world)
 
@@ -50,8 +51,34 @@ local function add_list(key, field, value)
   redis.call('HSET', key, field, cur .. ',' .. value)
 end
 
-local function tile_fields(t)
-  return istr(math.floor(t / H) * H / 1000000), istr(math.floor(t / D) * D / 1000000)
+local function hour_of(t)
+  local start = math.floor(t / H) * H
+  return start, istr(start / 1000000)
+end
+
+-- the hour tiles of an entity are cumulative: "cu" maps each hour holding events to "count|sum" of every
+-- event up to the end of that hour, "cz" orders those hours. A window's whole hours are then the difference
+-- of two prefixes (two lookups, whatever its length); an event adds to its hour and the hours after it
+-- (none, when events arrive in time order).
+local function prefix_before(p, e, id, x)
+  local pred = redis.call('ZREVRANGEBYSCORE', p .. 'cz:' .. e .. ':' .. id, '(' .. istr(x), '-inf', 'LIMIT', 0, 1)[1]
+  if not pred then return 0, 0 end
+  local n, sum = string.match(redis.call('HGET', p .. 'cu:' .. e .. ':' .. id, pred), '^([^|]*)|(.*)$')
+  return tonumber(n), tonumber(sum)
+end
+
+local function add_to_prefixes(p, e, id, t, dn, amount)
+  local start, hour = hour_of(t)
+  local cz, cu = p .. 'cz:' .. e .. ':' .. id, p .. 'cu:' .. e .. ':' .. id
+  if not redis.call('ZSCORE', cz, hour) then
+    local n, sum = prefix_before(p, e, id, start)
+    redis.call('ZADD', cz, start, hour)
+    redis.call('HSET', cu, hour, istr(n) .. '|' .. fmt(sum))
+  end
+  for _, later in ipairs(redis.call('ZRANGEBYSCORE', cz, istr(start), '+inf')) do
+    local n, sum = string.match(redis.call('HGET', cu, later), '^([^|]*)|(.*)$')
+    redis.call('HSET', cu, later, istr(tonumber(n) + dn) .. '|' .. fmt(tonumber(sum) + dn * tonumber(amount)))
+  end
 end
 
 local function log_member(txid, c, m, pm, dev, loc, amount, country)
@@ -66,14 +93,9 @@ local function undo(p, txid, ev)
     string.match(ev, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
   t = tonumber(t)
   local member = txid .. '|' .. amount .. '|' .. m .. '|' .. country
-  local hour, day = tile_fields(t)
   for _, e in ipairs({{'c', c}, {'p', pm}, {'d', dev}, {'m', m}}) do
     if e[2] ~= '' and redis.call('ZREM', p .. 'r:' .. e[1] .. ':' .. e[2], member) == 1 then
-      local tk = p .. 't:' .. e[1] .. ':' .. e[2]
-      redis.call('HINCRBY', tk, 'H' .. hour .. 'n', -1)
-      redis.call('HINCRBYFLOAT', tk, 'H' .. hour .. 's', '-' .. amount)
-      redis.call('HINCRBY', tk, 'D' .. day .. 'n', -1)
-      redis.call('HINCRBYFLOAT', tk, 'D' .. day .. 's', '-' .. amount)
+      add_to_prefixes(p, e[1], e[2], t, -1, amount)
     end
   end
   redis.call('HINCRBY', p .. 'mt:' .. m, 'txns', -1)
@@ -95,18 +117,14 @@ local function record(p, txid, t, c, m, pm, dev, loc, amount, country, bulk)
   end
   redis.call('HSET', p .. 'seen', txid, payload)
   local member = txid .. '|' .. amount .. '|' .. m .. '|' .. country
-  local hour, day = tile_fields(t)
+  local _, hour = hour_of(t)
   for _, e in ipairs({{'c', c}, {'p', pm}, {'d', dev}, {'m', m}}) do
     if e[2] ~= '' then
       redis.call('ZADD', p .. 'r:' .. e[1] .. ':' .. e[2], t, member)
-      local tk = p .. 't:' .. e[1] .. ':' .. e[2]
-      redis.call('HINCRBY', tk, 'H' .. hour .. 'n', 1)
-      redis.call('HINCRBYFLOAT', tk, 'H' .. hour .. 's', amount)
-      redis.call('HINCRBY', tk, 'D' .. day .. 'n', 1)
-      redis.call('HINCRBYFLOAT', tk, 'D' .. day .. 's', amount)
-      if e[1] == 'p' then
-        add_list(tk, 'H' .. hour .. 'm', m); add_list(tk, 'D' .. day .. 'm', m)
-        add_list(tk, 'H' .. hour .. 'k', country); add_list(tk, 'D' .. day .. 'k', country)
+      add_to_prefixes(p, e[1], e[2], t, 1, amount)
+      if e[1] == 'p' then  -- the distinct merchants and countries of each hour (sets: not cumulative)
+        local tk = p .. 't:p:' .. e[2]
+        add_list(tk, 'H' .. hour .. 'm', m); add_list(tk, 'H' .. hour .. 'k', country)
       end
     end
   end
@@ -146,43 +164,69 @@ local function confirm(p, txid, m, at, bulk)
   return 1
 end
 
--- the aggregates of [a, b): count, sum, and (want_sets) the distinct merchants and countries
-local function window(p, e, id, a, b, want_sets)
-  local n, s, ms, ks = 0, 0, {}, {}
-  local function raw(x, y)
-    if x >= y then return end
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', p .. 'r:' .. e .. ':' .. id, istr(x), '(' .. istr(y))) do
-      local _, amount, merchant, country = string.match(member, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
-      n = n + 1; s = s + tonumber(amount)
-      if want_sets then ms[merchant] = true; if country ~= '' then ks[country] = true end end
-    end
+-- the raw events of [x, y) added into acc = {n, s, ms, ks} (sets only when acc.sets)
+local function add_raw(p, e, id, x, y, acc)
+  if x >= y then return end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', p .. 'r:' .. e .. ':' .. id, istr(x), '(' .. istr(y))) do
+    local _, amount, merchant, country = string.match(member, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+    acc.n = acc.n + 1; acc.s = acc.s + tonumber(amount)
+    if acc.sets then acc.ms[merchant] = true; if country ~= '' then acc.ks[country] = true end end
   end
-  local tk = p .. 't:' .. e .. ':' .. id
-  local function tiles(prefix, step, x, y)
-    for at = x, y - step, step do
-      local key = prefix .. istr(at / 1000000)
-      local v = redis.call('HMGET', tk, key .. 'n', key .. 's', key .. 'm', key .. 'k')
-      if v[1] then
-        n = n + tonumber(v[1]); s = s + tonumber(v[2])
-        if want_sets then
-          if v[3] then for x2 in string.gmatch(v[3], '[^,]+') do ms[x2] = true end end
-          if v[4] then for x2 in string.gmatch(v[4], '[^,]+') do ks[x2] = true end end
-        end
+end
+
+-- the whole hours of [x, y) (hour boundaries) added into acc: counts and sums from two prefixes, the distinct
+-- merchants and countries (acc.sets) from each hour's sets, in one HMGET
+local function add_hours(p, e, id, x, y, acc)
+  if x >= y then return end
+  local n1, s1 = prefix_before(p, e, id, y)
+  local n0, s0 = prefix_before(p, e, id, x)
+  acc.n = acc.n + n1 - n0; acc.s = acc.s + (s1 - s0)
+  if not acc.sets then return end
+  local fields = {}
+  for at = x, y - H, H do
+    local key = 'H' .. istr(at / 1000000)
+    fields[#fields + 1] = key .. 'm'; fields[#fields + 1] = key .. 'k'
+  end
+  local v = redis.call('HMGET', p .. 't:' .. e .. ':' .. id, unpack(fields))
+  for i = 1, #v, 2 do
+    if v[i] then for m in string.gmatch(v[i], '[^,]+') do acc.ms[m] = true end end
+    if v[i + 1] then for k in string.gmatch(v[i + 1], '[^,]+') do acc.ks[k] = true end end
+  end
+end
+
+local function count(set)
+  local n = 0
+  for _ in pairs(set) do n = n + 1 end
+  return n
+end
+
+-- the windows [t - w, t) of one entity (w in spans), sharing the events of the current partial hour:
+-- each window is the raw events of its first partial hour, its whole hours and days (tiles), and the raw
+-- events of [hour of t, t). ``sets_span``: the window that also counts distinct merchants and countries.
+-- Returns {{n, s, distinct merchants, distinct countries}, ...} in the order of spans.
+local function windows(p, e, id, t, spans, sets_span)
+  local bh = math.floor(t / H) * H
+  local tail = {n = 0, s = 0, ms = {}, ks = {}, sets = sets_span ~= nil}
+  add_raw(p, e, id, math.max(bh, t - spans[#spans]), t, tail)
+  local out = {}
+  for i, w in ipairs(spans) do
+    local a = t - w
+    local acc = {n = 0, s = 0, ms = {}, ks = {}, sets = w == sets_span}
+    if a >= bh then
+      add_raw(p, e, id, a, t, acc)
+    else
+      local ah = math.ceil(a / H) * H
+      add_raw(p, e, id, a, math.min(ah, bh), acc)
+      add_hours(p, e, id, ah, bh, acc)
+      acc.n = acc.n + tail.n; acc.s = acc.s + tail.s
+      if acc.sets then
+        for m in pairs(tail.ms) do acc.ms[m] = true end
+        for k in pairs(tail.ks) do acc.ks[k] = true end
       end
     end
+    out[i] = {acc.n, acc.s, count(acc.ms), count(acc.ks)}
   end
-  local ah, bh = math.ceil(a / H) * H, math.floor(b / H) * H
-  if ah >= bh then raw(a, b) else
-    raw(a, ah); raw(bh, b)
-    local ad, bd = math.ceil(ah / D) * D, math.floor(bh / D) * D
-    if ad >= bd then tiles('H', H, ah, bh) else
-      tiles('H', H, ah, ad); tiles('D', D, ad, bd); tiles('H', H, bd, bh)
-    end
-  end
-  local nm, nk = 0, 0
-  for _ in pairs(ms) do nm = nm + 1 end
-  for _ in pairs(ks) do nk = nk + 1 end
-  return n, s, nm, nk
+  return out
 end
 
 local function median(p, c, a, b)
@@ -225,16 +269,20 @@ if op == 'record' or op == 'confirm' or op == 'forget' then
 end
 
 if op == 'read' then
-  -- ARGV: 'read', prefix, record ('1'/'0'), windows (comma list of us), median window us, distinct window us, then
-  -- per payment: txid, t, customer, merchant, pm, device, location, amount
+  -- ARGV: 'read', prefix, record ('1'/'0'), windows (comma list of us, shortest first), median window us,
+  -- distinct window us, the layout the reader expects, then per payment: txid, t, customer, merchant, pm,
+  -- device, location, amount
   local cur = redis.call('GET', root .. 'current')
   if not cur then return redis.error_reply('PAYLAKE no online state published yet') end
+  if redis.call('GET', root .. 'layout') ~= ARGV[7] then
+    return redis.error_reply('PAYLAKE the online state was published in another key layout')
+  end
   local p = root .. cur .. ':'
-  local windows = {}
-  for w in string.gmatch(ARGV[4], '[^,]+') do windows[#windows + 1] = tonumber(w) end
-  local median_w, distinct_w = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local windows_us = {}  -- ascending
+  for w in string.gmatch(ARGV[4], '[^,]+') do windows_us[#windows_us + 1] = tonumber(w) end
+  local median_w, distinct_w = tonumber(ARGV[5]), tonumber(ARGV[6])  -- ARGV[7]: the layout
   local out = {}
-  for i = 7, #ARGV, 8 do
+  for i = 8, #ARGV, 8 do
     local txid, t, c, m, pm, dev, loc, amount = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3],
       ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
     local seq = ''
@@ -249,16 +297,19 @@ if op == 'read' then
       end
     end
     local row = {seq}
+    local distinct = {0, 0}
     for _, e in ipairs({{'c', c}, {'p', pm}, {'d', dev}, {'m', m}}) do
-      for _, w in ipairs(windows) do
-        if e[2] == '' then row[#row + 1] = ''; row[#row + 1] = '' else
-          local n, s = window(p, e[1], e[2], t - w, t, false)
-          row[#row + 1] = istr(n); row[#row + 1] = fmt(s)
+      if e[2] == '' then
+        for _ = 1, #windows_us do row[#row + 1] = ''; row[#row + 1] = '' end
+      else
+        local res = windows(p, e[1], e[2], t, windows_us, e[1] == 'p' and distinct_w or nil)
+        for i, w in ipairs(windows_us) do
+          row[#row + 1] = istr(res[i][1]); row[#row + 1] = fmt(res[i][2])
+          if e[1] == 'p' and w == distinct_w then distinct = {res[i][3], res[i][4]} end
         end
       end
     end
-    local _, _, nm, nk = window(p, 'p', pm, t - distinct_w, t, true)
-    row[#row + 1] = istr(nm); row[#row + 1] = istr(nk)
+    row[#row + 1] = istr(distinct[1]); row[#row + 1] = istr(distinct[2])
     row[#row + 1] = median(p, c, t - median_w, t)
     local tally = redis.call('HMGET', p .. 'mt:' .. m, 'txns', 'frauds')
     local later_txns = redis.call('ZCOUNT', p .. 'r:m:' .. m, istr(t), '+inf')

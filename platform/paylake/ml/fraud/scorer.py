@@ -111,15 +111,28 @@ class FraudScorer:
         """Calibrated fraud probabilities of the feature rows in ``table``."""
         return self.calibration.apply(self.raw(table, threads))
 
-    def explain(self, rows: list[dict], top: int = 5) -> list[dict]:
+    def explain(self, rows: list[dict], top: int = 5, which: str | list[str] = "all") -> list[dict]:
         """Probability, decision and the ``top`` features by |contribution| (LightGBM ``pred_contrib``, on the
-        raw log-odds scale) for feature rows given as dicts."""
+        raw log-odds scale) for feature rows given as dicts.
+
+        ``which`` (one mode, or one per row): ``all``, ``flagged`` (only rows at or above the threshold: the
+        reasons a decline needs) or ``none``; the others get ``top_features = []``. Contributions cost ~50x a
+        score (bench/README, serve): a list of legitimate payments need not pay for them."""
         table = pa.Table.from_pylist([{c: row.get(c) for c in self.encoding.columns} for row in rows])
         matrix = self.encoding.matrix(table)
         # one thread: a batch is a few dozen rows, and OpenMP's spinning threads would take the cores the
         # replica's event loop and the other replicas need (measured: 0.24 s -> see bench/README, serve rows)
         scores = self.calibration.apply(self.booster.predict(matrix, num_threads=1))
-        contributions = self.booster.predict(matrix, pred_contrib=True, num_threads=1)[:, :-1]  # last: the bias
+        modes = [which] * len(rows) if isinstance(which, str) else list(which)
+        unknown = set(modes) - {"all", "flagged", "none"}
+        if unknown:
+            raise PaylakeError(f"explain must be all, flagged or none, not {sorted(unknown)}")
+        wanted = np.array([m == "all" or (m == "flagged" and s >= self.threshold) for m, s in zip(modes, scores)],
+                          dtype=bool)
+        contributions = np.zeros((len(rows), matrix.shape[1]))
+        if wanted.any():
+            picked = matrix.iloc[np.flatnonzero(wanted)] if hasattr(matrix, "iloc") else matrix[wanted]
+            contributions[wanted] = self.booster.predict(picked, pred_contrib=True, num_threads=1)[:, :-1]
         values = matrix.to_numpy()
         columns = list(self.encoding.columns)
         categories = self.encoding.categories
@@ -134,7 +147,7 @@ class FraudScorer:
 
         out = []
         for i, score in enumerate(scores):
-            order = np.argsort(-np.abs(contributions[i]))[:top]
+            order = np.argsort(-np.abs(contributions[i]))[:top] if wanted[i] else []
             out.append({"fraud_probability": float(score),
                         "decision": "fraud" if score >= self.threshold else "legit",
                         "threshold": self.threshold,
