@@ -178,7 +178,7 @@ def test_only_the_last_change_per_key_is_kept_in_stream_order():
     got = {r["addressid"]: (r["_op"], r["postalcode"]) for r in batch.rows.to_pylist()}
     assert got == {1: ("U", "C"), 2: ("D", None), 3: ("D", None)}
     assert batch.decoded == {"I": 3, "U": 1, "D": 2}
-    assert batch.upserts()["addressid"].to_pylist() == [1]
+    assert [r["addressid"] for r in batch.rows.to_pylist() if r["_op"] != "D"] == [1]  # what sinks upsert
 
 
 def test_a_key_change_deletes_the_old_key():
