@@ -84,23 +84,20 @@ class RealtimeSink:
         self.feed(table, changes)
         if table != "transaction":
             return
-        new = changes.filter(pc.equal(changes["_op"], "I"))
-        if new.num_rows:
-            self._score(new)
+        inserted = set(changes.filter(pc.equal(changes["_op"], "I"))["transactionid"].to_pylist())
+        payments = [p for p in self.feed.recorded if p["transactionid"] in inserted]  # EUR, as the store has them
+        if payments:
+            self._score(payments, int(changes["_batch_id"][0].as_py()))
         if os.environ.get(FAULT_ENV) == "kill-after-sinks":
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _score(self, new: pa.Table) -> None:
+    def _score(self, payments: list[dict], lsn: int) -> None:
         from paylake.ml.fraud.online import transactions_features
         from paylake.warehouse.snowflake import load_table
 
-        payments = self.feed.payments(new)  # EUR amounts, as the store recorded them
-        if not payments:
-            return
         scorer = self.scorer()
         rows = transactions_features(self.store, payments)
         answers = scorer.explain(rows, self.top_features, which="flagged")  # the alerts' reasons
-        lsn = int(new["_batch_id"][0].as_py())
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         scored = [{"TransactionID": p["transactionid"], "TransactionAt": p["datetime"].astimezone(dt.UTC).replace(
                        tzinfo=None),

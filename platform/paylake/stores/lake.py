@@ -288,12 +288,13 @@ def _target_pruning(source: pa.Table, keys: list[str]) -> str:
         column = source[key]
         if not pa.types.is_integer(column.type) or column.null_count:
             continue
-        values = pc.unique(column).to_pylist()
-        if not values:
+        if not len(column):
             return ""
-        if len(values) <= PRUNE_IN_LIST:
-            return f" and t.`{key}` in ({', '.join(str(int(v)) for v in sorted(values))})"
-        return f" and t.`{key}` >= {int(min(values))} and t.`{key}` <= {int(max(values))}"
+        if pc.count_distinct(column).as_py() <= PRUNE_IN_LIST:
+            values = sorted(pc.unique(column).to_pylist())
+            return f" and t.`{key}` in ({', '.join(str(int(v)) for v in values)})"
+        bounds = pc.min_max(column)
+        return f" and t.`{key}` >= {int(bounds['min'].as_py())} and t.`{key}` <= {int(bounds['max'].as_py())}"
     return ""
 
 

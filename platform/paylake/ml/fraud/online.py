@@ -66,7 +66,7 @@ _MODES = {"live": "0", "bulk": "1", "into": "2"}
 class OnlineStore(Protocol):
     """The entity state behind online features (one implementation per store)."""
 
-    def publish(self, state: dict[str, pa.Table], as_of: dt.datetime) -> None:
+    def publish(self, state: dict[str, pa.Table], as_of: dt.datetime, progress=lambda m: None) -> dict:
         """Replace the state by ``state`` as of ``as_of``, keeping what was recorded after it."""
 
     def read(self, txns: list[dict], *, record: bool = False) -> list[list[str]]:
@@ -77,6 +77,15 @@ class OnlineStore(Protocol):
 
     def record_confirmations(self, confirmations: list[tuple[int, int, dt.datetime]]) -> int:
         """Count frauds confirmed: (transactionid, merchantid, confirmed_at); idempotent by transaction id."""
+
+    def forget_transactions(self, txids: list[int]) -> int:
+        """Undo payments deleted at the source, once each."""
+
+    def upsert_dimensions(self, kind: str, rows: list[tuple[int, dict]]) -> int:
+        """Set entities' attributes (customer, merchant, pm, loc)."""
+
+    def current(self) -> str | None:
+        """The published generation reads go to (None: nothing published)."""
 
 
 def micros(at: dt.datetime) -> int:

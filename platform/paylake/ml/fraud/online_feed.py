@@ -48,6 +48,7 @@ class OnlineFeed:
     def __init__(self, settings: Settings, store: OnlineStore) -> None:
         self.settings, self.store = settings, store
         self.report = FeedReport()
+        self.recorded: list[dict] = []  # the payments of the last transaction batch, as recorded (EUR amounts)
 
     def __call__(self, table: str, changes: pa.Table) -> None:
         """``changes``: the last change per key of one table in one micro-batch, ``_op`` I, U or D."""
@@ -56,7 +57,8 @@ class OnlineFeed:
         rows = changes.filter(pc.invert(deleted))
         if table == "transaction":
             gone = changes.filter(deleted)["transactionid"].to_pylist()
-            self.report.payments += self.store.record_transactions(self.payments(rows)) if rows.num_rows else 0
+            self.recorded = self.payments(rows) if rows.num_rows else []
+            self.report.payments += self.store.record_transactions(self.recorded) if self.recorded else 0
             self.report.forgotten += self.store.forget_transactions(gone) if gone else 0
             return
         if not rows.num_rows:
@@ -78,8 +80,10 @@ class OnlineFeed:
         missing = sorted(set(codes) - set(rates))
         if missing:
             log.warning("online feed: no rate for currency %s: those payments wait for the next publish", missing)
-        known = rows.filter(pc.is_in(rows["currencycode"], pa.array(sorted(rates), rows["currencycode"].type)))
-        rate = pa.array([rates[c] for c in known["currencycode"].to_pylist()], pa.decimal128(18, 8))
+        known_codes = pa.array(sorted(rates), rows["currencycode"].type)
+        known = rows.filter(pc.is_in(rows["currencycode"], known_codes))
+        rate = pa.array([rates[c] for c in known_codes.to_pylist()], pa.decimal128(18, 8)).take(
+            pc.index_in(known["currencycode"], value_set=known_codes))
         # silver's decimal(18, 2), then the double nearest to it (through its text: Arrow's decimal → double
         # cast multiplies by 10^-scale, which is one ulp off for e.g. 19.90)
         amount = pc.round(pc.multiply(known["amount"].cast(pa.decimal128(18, 2)), rate), 2,
