@@ -26,7 +26,7 @@ import pyarrow as pa
 from paylake.ml.fraud import features
 from paylake.ml.fraud.online import KEEP, RedisOnlineStore, from_aggregates, state_as_of
 from paylake.report import console, summary_table
-from paylake.serving.sample import recent_transactions
+from paylake.serving.sample import generated_world_sample
 from paylake.settings import load_settings
 from paylake.stores import postgres
 
@@ -140,7 +140,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     args = parser.parse_args()
     settings = load_settings()
-    txns = [dict(t, datetime=dt.datetime.fromisoformat(t["datetime"])) for t in recent_transactions(settings, 3200)]
+    txns = [dict(t, datetime=dt.datetime.fromisoformat(t["datetime"])) for t in
+            generated_world_sample(settings, 3200)]
     batches = [txns[i:i + args.batch] for i in range(0, len(txns) - args.batch + 1, args.batch)]
     as_of = max(t["datetime"] for t in txns) + dt.timedelta(microseconds=1)
     console.print(f"state as of {as_of:%Y-%m-%d %H:%M} (the last {KEEP.days} days of events), "

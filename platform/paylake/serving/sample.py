@@ -3,6 +3,7 @@ them (ids, time as ISO text, amount; no PII)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shlex
 
@@ -12,13 +13,16 @@ FIELDS = ["transactionid", "datetime", "customerid", "merchantid", "paymentmetho
           "amount_eur"]
 
 
-def recent_transactions(settings: Settings, n: int) -> list[dict]:
+def recent_transactions(settings: Settings, n: int, before: dt.datetime | None = None) -> list[dict]:
+    """The ``n`` newest payments of silver (those before ``before`` when given: benchmarks draw from the
+    generated world, not from payments another benchmark cloned a moment ago)."""
     from paylake.ml.fraud.feature_build import silver_connection
 
     con = silver_connection(settings)
     try:
-        rows = con.execute(f"select {', '.join(FIELDS)} from events order by datetime desc, transactionid desc "
-                           "limit ?", [n]).fetchall()
+        where = "where datetime < ?" if before is not None else ""
+        rows = con.execute(f"select {', '.join(FIELDS)} from events {where} order by datetime desc, "
+                           "transactionid desc limit ?", [*([before] if before is not None else []), n]).fetchall()
     finally:
         con.close()
     out = []
@@ -27,6 +31,15 @@ def recent_transactions(settings: Settings, n: int) -> list[dict]:
         txn["datetime"] = txn["datetime"].isoformat()
         out.append({k: v for k, v in txn.items() if v is not None})
     return out
+
+
+def generated_world_sample(settings: Settings, n: int) -> list[dict]:
+    """The ``n`` newest payments of the generated world (``paylake seed``'s last day and before): what the
+    benchmarks load the service with, not payments a benchmark cloned a moment ago."""
+    from paylake.sources.generator import SeedSpec
+
+    return recent_transactions(settings, n, dt.datetime.combine(SeedSpec.end + dt.timedelta(days=1), dt.time(),
+                                                                dt.UTC))
 
 
 def latest_transaction(settings: Settings) -> dict:

@@ -18,6 +18,7 @@ from paylake.settings import STACK_DIR_NAME, STACK_FILE_NAME
 from paylake.stack import process
 from paylake.stack.services import (
     ALL_SERVICES,
+    DEFAULT_SERVE_INGRESS,
     HOST,
     LAKE_BUCKET,
     S3,
@@ -74,13 +75,13 @@ class LocalStack:
     def context(self, state: dict | None = None) -> StackContext:
         state = state or self._load_state()
         return StackContext(self.state_dir, dict(state["ports"]), dict(state["secrets"]), ray_cpus=self.ray_cpus,
-                            serve_ingress=state.get("serve_ingress", "proxy"))
+                            serve_ingress=state.get("serve_ingress", DEFAULT_SERVE_INGRESS))
 
     # ------------------------------------------------------------------ up
     def up(self, services: list[str] | None = None, port_overrides: dict[str, int] | None = None,
            progress=None, serve_ingress: str | None = None) -> list[ServiceState]:
         """Start what is not running. ``serve_ingress`` ("proxy" or "haproxy"): Ray Serve's HTTP ingress on
-        the Ray head; remembered by the stack (None: keep the last choice, at first "proxy")."""
+        the Ray head; remembered by the stack (None: keep the last choice, at first "haproxy")."""
         chosen = _select(services)
         state = self._load_state()
         _ensure_secrets(state["secrets"])

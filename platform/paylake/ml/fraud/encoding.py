@@ -41,6 +41,27 @@ class Encoding:
                 data[name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
         return pd.DataFrame(data, columns=list(self.columns))
 
+    def rows_matrix(self, rows: list[dict]):
+        """``matrix`` for a scoring batch given as dict rows, as a float numpy array: the same numbers (tested),
+        without building an Arrow table and a DataFrame for a few dozen rows (serving's path)."""
+        import numpy as np
+
+        codes = self._codes()
+        out = np.array([[row.get(c) for c in self.columns] for row in rows], dtype=object).reshape(len(rows),
+                                                                                                    len(self.columns))
+        for j, name in enumerate(self.columns):
+            if name in codes:
+                lookup = codes[name]
+                out[:, j] = [lookup.get(v, -1.0) for v in out[:, j]]
+        return np.where(out == None, np.nan, out).astype("float64")  # noqa: E711 - elementwise on an object array
+
+    def _codes(self) -> dict[str, dict[str, float]]:
+        cached = self.__dict__.get("_code_maps")
+        if cached is None:
+            cached = {name: {v: float(i) for i, v in enumerate(values)} for name, values in self.categories.items()}
+            object.__setattr__(self, "_code_maps", cached)
+        return cached
+
     def to_json(self) -> str:
         return json.dumps({"columns": list(self.columns), "categories": self.categories})
 

@@ -175,10 +175,11 @@ local function add_raw(p, e, id, x, y, acc)
 end
 
 -- the whole hours of [x, y) (hour boundaries) added into acc: counts and sums from two prefixes, the distinct
--- merchants and countries (acc.sets) from each hour's sets, in one HMGET
-local function add_hours(p, e, id, x, y, acc)
+-- merchants and countries (acc.sets) from each hour's sets, in one HMGET; ``at_y``: the prefix before y
+-- ({count, sum}), which the windows of one entity share
+local function add_hours(p, e, id, x, y, acc, at_y)
   if x >= y then return end
-  local n1, s1 = prefix_before(p, e, id, y)
+  local n1, s1 = unpack(at_y)
   local n0, s0 = prefix_before(p, e, id, x)
   acc.n = acc.n + n1 - n0; acc.s = acc.s + (s1 - s0)
   if not acc.sets then return end
@@ -206,6 +207,7 @@ end
 -- Returns {{n, s, distinct merchants, distinct countries}, ...} in the order of spans.
 local function windows(p, e, id, t, spans, sets_span)
   local bh = math.floor(t / H) * H
+  local at_bh = {prefix_before(p, e, id, bh)}  -- every window's whole hours end at bh
   local tail = {n = 0, s = 0, ms = {}, ks = {}, sets = sets_span ~= nil}
   add_raw(p, e, id, math.max(bh, t - spans[#spans]), t, tail)
   local out = {}
@@ -217,7 +219,7 @@ local function windows(p, e, id, t, spans, sets_span)
     else
       local ah = math.ceil(a / H) * H
       add_raw(p, e, id, a, math.min(ah, bh), acc)
-      add_hours(p, e, id, ah, bh, acc)
+      add_hours(p, e, id, ah, bh, acc, at_bh)
       acc.n = acc.n + tail.n; acc.s = acc.s + tail.s
       if acc.sets then
         for m in pairs(tail.ms) do acc.ms[m] = true end
@@ -282,13 +284,14 @@ if op == 'read' then
   for w in string.gmatch(ARGV[4], '[^,]+') do windows_us[#windows_us + 1] = tonumber(w) end
   local median_w, distinct_w = tonumber(ARGV[5]), tonumber(ARGV[6])  -- ARGV[7]: the layout
   local out = {}
+  local gens = ARGV[3] == '1' and generations(true) or {}  -- where recording writes
   for i = 8, #ARGV, 8 do
     local txid, t, c, m, pm, dev, loc, amount = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3],
       ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
     local seq = ''
     if ARGV[3] == '1' then
       local fresh = 0
-      for _, ns in ipairs(generations(true)) do
+      for _, ns in ipairs(gens) do
         fresh = fresh + record(root .. ns .. ':', txid, t, c, m, pm, dev, loc, amount, '', false)
       end
       if fresh > 0 then
