@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -31,6 +32,33 @@ class Result:
     @property
     def rate(self) -> float:
         return self.rows / self.seconds
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_result(name: str, figures: dict, *, baseline: dict | None = None) -> Path:
+    """``bench/results/<name>.json``: the figures of this run (and its baseline's), with the date and the machine.
+    ``paylake capacity`` plans from these files, never from typed-in numbers."""
+    import datetime as dt
+    import json
+    import os
+    import platform
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                "machine": {"cpus": os.cpu_count(), "processor": platform.machine()},
+                                "figures": figures, "baseline": baseline or {}}, indent=2) + "\n")
+    console.print(f"figures saved to {path.relative_to(path.parents[1])}", style="dim")
+    return path
+
+
+def ray_cpus() -> float:
+    """CPUs of the Ray cluster the benchmark ran on (the caller has initialised Ray)."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0))
 
 
 def best_of(runs: int, measure: Callable[[], Result]) -> Result:

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable
 
 import psycopg
-from common import BENCH_DB, COLLECTION, Result, best_of, prepare_sources
+from common import BENCH_DB, COLLECTION, Result, best_of, prepare_sources, ray_cpus, save_result
 
 from paylake.extract.run import ExtractOptions, extract
 from paylake.raycluster import init_ray
@@ -267,6 +267,10 @@ def main() -> None:
     console.print(summary_table(f"bench/extract.py — MongoDB {COLLECTION} (nested), {scan.rows:,} documents "
                                 f"(best of {args.runs})", ["what", "rows", "seconds", "rows/s", "ratio to scan"],
                                 rows_of([nested, scan], scan)))
+    cpus = ray_cpus()
+    save_result("extract", {"rows": s3.rows, "seconds": s3.seconds, "rows_per_s": s3.rate, "ray_cpus": cpus,
+                            "rows_per_s_per_cpu": s3.rate / cpus, "mongo_documents_per_s": nested.rate},
+                baseline={"what": a.what, "rows_per_s": a.rate})
     for r in (local, s3, moto, b, c, nested):
         expected = scan.rows if r is nested else a.rows
         if r.rows != expected:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 import ray
-from common import Result, bench_lake, bench_parser, best_of
+from common import Result, bench_lake, bench_parser, best_of, ray_cpus, save_result
 
 from paylake.ml.fraud import features
 from paylake.ml.fraud.feature_build import _family, silver_connection
@@ -60,6 +60,10 @@ def main() -> None:
                                 ["what", "rows", "seconds", "rows/s", "ratio"],
                                 [(r.what, r.rows, r.seconds, f"{r.rate:,.0f}", f"{r.rate / base.rate:.2f}x")
                                  for r in (ours, base)]))
+    cpus = ray_cpus()
+    save_result("features", {"rows": ours.rows, "seconds": ours.seconds, "ray_cpus": cpus,
+                             "rows_per_s_per_cpu": ours.rate / cpus},
+                baseline={"what": base.what, "rows_per_s": base.rate})
     console.print(f"target ≥ 1.0x of the one-process DuckDB: {ours.rate / base.rate:.2f}x")
 
 

@@ -14,7 +14,7 @@ import argparse
 import time
 
 import pyarrow.compute as pc
-from common import Result, prepare_sources
+from common import Result, prepare_sources, save_result
 from star import LAKE
 
 from paylake.raycluster import init_ray
@@ -65,6 +65,8 @@ def main() -> None:
         cur.execute(f"select count(*) from {qualified(settings, TABLE)}_RAY")
         (landed,) = cur.fetchone()
     assert landed == data.num_rows == ours.rows, (landed, data.num_rows, ours.rows)
+    save_result("load", {"rows": ours.rows, "seconds": ours.seconds, "rows_per_s": ours.rate, "loaders": 1},
+                baseline={"what": baseline.what, "rows_per_s": baseline.rate})
     console.print(summary_table(
         f"bench/load.py — {data.num_rows:,} rows of {TABLE} (total spent {pc.sum(data['TotalSpent']).as_py()})",
         ["what", "rows", "seconds", "rows/s", "ratio to baseline"],

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import httpx
 import numpy as np
+from common import save_result
 
 from paylake.report import console, summary_table
 from paylake.serving.auth import KEYS_FILE_NAME, add_key
@@ -264,6 +265,19 @@ def main() -> None:
         lists = by[(f"list of {args.batch}", top)]
         goals.append((system, f"{single.tps:.0f} / {ingress.rps:.0f} = {single.tps / ingress.rps:.2f}x",
                       f"{by[('single', low)].p99_ms:.0f}", f"{lists.tps:,.0f}"))
+    figures = {}
+    for system in dict.fromkeys(r.system for r in results):
+        by = {(r.body, r.concurrency): r for r in results if r.system == system}
+        replicas = 2 if "replicas2" in system else 1
+        figures[system] = {"fraud_replicas": replicas, "single_rps": by[("single", top)].rps,
+                           "single_rps_per_replica": by[("single", top)].rps / replicas,
+                           "healthz_rps": by[("healthz", top)].rps, "p99_ms_c8": by[("single", low)].p99_ms,
+                           "list_payments_per_s": by[(f"list of {args.batch}", top)].tps,
+                           "list_payments_per_s_per_replica": by[(f"list of {args.batch}", top)].tps / replicas}
+    serve_systems = [s for s in figures if s != "plain"]
+    save_result("serve", {"generator": args.generator, "ingress": ingress, "concurrency": top,
+                          "systems": figures, "serve": figures[serve_systems[0]] if serve_systems else {}},
+                baseline=figures.get("plain"))
     console.print(summary_table(f"the goals: single at c={top} ≥ 0.6x of /healthz; p99 ≤ 100 ms at c={low}; "
                                 f"lists of {args.batch} ≥ 3,000 payments/s",
                                 ["system", f"single / healthz (c={top})", f"p99 ms (c={low})",

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from common import Result, best_of, prepare_sources
+from common import Result, best_of, prepare_sources, ray_cpus, save_result
 
 from paylake.extract.run import extract
 from paylake.report import console, summary_table
@@ -79,6 +79,10 @@ def main() -> None:
         ["what", "rows out", "seconds", "speed vs baseline"],
         [(ours.what, ours.rows, ours.seconds, f"{baseline.seconds / ours.seconds:.2f}x"),
          (baseline.what, baseline.rows, baseline.seconds, "1.00x")]))
+    cpus = ray_cpus()
+    save_result("star", {"input_rows": transactions, "output_rows": ours.rows, "seconds": ours.seconds,
+                         "ray_cpus": cpus, "input_rows_per_s_per_cpu": transactions / ours.seconds / cpus},
+                baseline={"what": baseline.what, "seconds": baseline.seconds})
     console.print("paylake's figure includes the Delta writes and commits of 10 tables and the SCD2 merge; "
                   "the baseline only materialises Arrow results in memory.")
 

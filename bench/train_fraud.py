@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from common import bench_lake, bench_parser
+from common import bench_lake, bench_parser, save_result
 from startup import startup_phases
 
 from paylake.ml.fraud.feature_build import build_features
@@ -82,6 +82,12 @@ def main() -> None:
                                  f"plain lightgbm ({args.workers * args.cpus_per_worker} threads) s", "ratio"], rows))
     console.print(f"rows per worker: {metrics.get('train_rows_on_worker'):,} (rank 0); tree learner "
                   f"{args.tree_learner}")
+    rows_trained = parts["train"].num_rows
+    save_result("train_fraud", {"train_rows": rows_trained, "rounds": ROUNDS, "seconds": total,
+                                "cpus": args.workers * args.cpus_per_worker,
+                                "cpu_seconds_per_million_rows": total * args.workers * args.cpus_per_worker
+                                / (rows_trained / 1e6)},
+                baseline={"what": "plain lightgbm, same threads", "seconds": plain_data + plain_train})
     console.print(f"target: training proper ≤ 1.3x of plain: {ray_train / plain_train:.2f}x")
 
 

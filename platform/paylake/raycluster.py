@@ -36,6 +36,26 @@ def init_ray(settings: Settings, *, log_to_driver: bool = True) -> None:
         ) from exc
 
 
+def quiet_output() -> None:
+    """A job's output is its step summaries: Ray Data's progress bars off, Ray's and the libraries' warnings
+    and deprecation notices to the log files, not the terminal (the workers' own output stays in their log
+    files with ``init_ray(..., log_to_driver=False)``)."""
+    import logging
+    import warnings
+
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    if hasattr(context, "print_on_execution_start"):
+        context.print_on_execution_start = False
+    for name in ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def submit_job(settings: Settings, entrypoint: str, working_dir: Path, *, echo=print,
                timeout_s: float = 3600) -> tuple[str, str]:
     """Submit ``entrypoint`` as a Ray job, stream its logs, return (job id, final status)."""

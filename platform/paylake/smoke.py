@@ -122,4 +122,5 @@ def _run_check(check, settings: Settings, run_id: str) -> Check:
 def run_smoke(settings: Settings) -> list[Check]:
     """Run every check as a Ray task (the caller has initialised Ray)."""
     run_id = uuid.uuid4().hex
-    return ray.get([_run_check.remote(check, settings, run_id) for check in CHECKS])
+    return ray.get([_run_check.options(name=f"smoke {check.__name__.removeprefix('check_')}").remote(
+        check, settings, run_id) for check in CHECKS])

@@ -1,21 +1,32 @@
-"""The whole DAG at tiny scale, twice: the second run changes nothing."""
+"""The whole DAG at tiny scale, twice: the second run changes nothing. Then a run whose step fails stops there,
+is recorded, and resumes at that step once the cause is fixed."""
 
 import uuid
 
-from paylake.pipeline import run_pipeline
+import pytest
+from pydantic import SecretStr
+
+from paylake import runs
+from paylake.pipeline import STEP_NAMES, PipelineFailed, run_pipeline
 from paylake.sources.migrate import isolated_sources
 from paylake.stores import postgres
+from tests.conftest import run_cli
 
 
-def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(settings, ray_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def world(settings, ray_cluster, tmp_path_factory):
     isolated = isolated_sources(settings, "paylake_e2e")
     with postgres.connect(isolated) as conn:  # the pipeline seeds empty sources itself
         (customers,) = conn.execute("select count(*) from oltp.customer").fetchone()
     assert customers == 0
-    configured = isolated.model_copy(update={"lake_root": str(tmp_path / "lake"),
-                                             "snowflake_database": f"ANALYTICS_E2E_{uuid.uuid4().hex[:6].upper()}"})
-    first = {r.step: r.outcome for r in run_pipeline(configured, scale="tiny", progress=lambda m: None)}
-    assert "transactions" in first["seed --scale tiny"]
+    return isolated.model_copy(update={"lake_root": str(tmp_path_factory.mktemp("lake")),
+                                       "snowflake_database": f"ANALYTICS_E2E_{uuid.uuid4().hex[:6].upper()}"})
+
+
+def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(world):
+    first_run = run_pipeline(world, scale="tiny", progress=lambda m: None)
+    first = {r.step: r.outcome for r in first_run}
+    assert "transactions" in first["seed"]
     assert "10 table(s) loaded" in first["load → Snowflake"]
     assert "monthly_tax_retail_france" in first["business queries"]
     assert first["fraud features + online store"].startswith("gold/features/fraud ")
@@ -23,12 +34,83 @@ def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(settings, ray_clus
         first["train fraud (Ray Train, MLflow)"].startswith("not trained: ")
     assert "paylake-logseq" in first["train logs (Ray Train, MLflow)"], first["train logs (Ray Train, MLflow)"]
     assert "alert(s)" in first["monitor logs (security alerts)"], first["monitor logs (security alerts)"]
-    second = {r.step: r.outcome for r in run_pipeline(configured, scale="tiny", progress=lambda m: None)}
+    second_run = run_pipeline(world, scale="tiny", progress=lambda m: None)
+    second = {r.step: r.outcome for r in second_run}
     assert second["migrate"] == "0 change(s) applied"
-    assert second["seed --scale tiny"].startswith("already seeded")
+    assert second["seed"].startswith("already seeded")
     assert "0 table(s) committed" in second["extract → bronze"]
     assert second["build-star (silver, gold)"].endswith("gold: unchanged")
     assert second["load → Snowflake"] == "nothing to load"
     assert "unchanged" in second["fraud features + online store"]
     assert second["train logs (Ray Train, MLflow)"].endswith(": kept")
     assert second["monitor logs (security alerts)"].startswith("0 new session(s) scored, 0 alert(s)")
+
+    # both runs are recorded, every step of each finished, in pipeline order
+    summaries = {s.run_id: s for s in runs.summarize(runs.read_records(world))}
+    for run in (first_run, second_run):
+        assert summaries[run.run_id].state == "done"
+        assert summaries[run.run_id].done == len(STEP_NAMES)
+        steps = runs.latest_by_step(runs.read_records(world, run.run_id))
+        assert sorted(steps, key=lambda s: steps[s].position) == list(STEP_NAMES)
+        assert all(s.attempt == 1 and s.ended_at >= s.started_at for s in steps.values())
+    assert runs.latest_by_step(runs.read_records(world, first_run.run_id))["extract"].rows > 0
+    assert runs.latest_by_step(runs.read_records(world, second_run.run_id))["train-logs"].state == "skipped"
+
+    # the dashboard names the platform's tasks by what they do, never by a private function
+    from ray.util.state import list_tasks
+
+    for private in ("_read", "_build", "_family", "_run_check", "_aggregate"):
+        assert not list_tasks(address=world.ray_dashboard_url, filters=[("name", "=", private)],
+                              raise_on_missing_output=False), private
+    names = {t.name for t in list_tasks(address=world.ray_dashboard_url, limit=10_000, raise_on_missing_output=False)}
+    for prefix in ("extract postgres:oltp.", "extract mongo:", "silver ", "gold facts ", "features ", "smoke "):
+        assert any(n.startswith(prefix) for n in names), (prefix, sorted(names))
+
+    # the platform's metrics reach the head's Prometheus endpoint (exported every few seconds)
+    import time
+
+    import httpx
+    import ray
+
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    wanted = ('ray_paylake_rows_total{', 'direction="written"', 'table="bronze/postgres/transaction"',
+              "ray_paylake_step_seconds_bucket", 'step="extract"', "ray_paylake_cdc_lag_bytes")
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline and not all(w in text for w in wanted):
+        time.sleep(2)
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert all(w in text for w in wanted), [w for w in wanted if w not in text]
+
+
+def test_a_failed_step_stops_the_run_and_resume_starts_there(world, monkeypatch):
+    wrong = "not-the-password-9f2c"
+    url = world.online_store_url.get_secret_value()
+    scheme, rest = url.split("://", 1)
+    broken = world.model_copy(update={"online_store_url": SecretStr(f"{scheme}://:{wrong}@{rest.split('@')[-1]}")})
+    with pytest.raises(PipelineFailed, match="step features failed") as failure:
+        run_pipeline(broken, only=["star,features", "queries"], progress=lambda m: None)
+    run_id = failure.value.run_id
+    steps = runs.latest_by_step(runs.read_records(world, run_id))
+    assert steps["star"].state == "done" and steps["features"].state == "failed"
+    assert "queries" not in steps  # a required step failed: nothing after it ran
+    assert steps["features"].error and wrong not in steps["features"].error
+    listed = run_cli(world, monkeypatch, "runs")
+    assert listed.exit_code == 0 and run_id in listed.output and "failed" in listed.output
+
+    resumed = run_cli(world, monkeypatch, "pipeline", "--resume", run_id)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming run" in resumed.output and "at features" in resumed.output
+    steps = runs.latest_by_step(runs.read_records(world, run_id))
+    assert {name: (s.state, s.attempt) for name, s in steps.items()} == {
+        "star": ("done", 1), "features": ("done", 2), "queries": ("done", 1)}
+    shown = run_cli(world, monkeypatch, "runs", run_id)
+    assert shown.exit_code == 0 and "features" in shown.output and "monthly_tax_retail_france" in shown.output
+    again = run_cli(world, monkeypatch, "pipeline", "--resume", run_id)
+    assert again.exit_code == 0 and "nothing to resume" in again.output
+
+
+def test_step_selection_is_checked_before_anything_runs(world, monkeypatch):
+    result = run_cli(world, monkeypatch, "pipeline", "--only", "extract,trian-fraud")
+    assert result.exit_code == 1 and "unknown pipeline step(s) trian-fraud" in result.output
+    missing = run_cli(world, monkeypatch, "pipeline", "--resume", "20990101T000000-beef")
+    assert missing.exit_code == 1 and "no pipeline run '20990101T000000-beef'" in missing.output

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import psycopg
 import pyarrow as pa
 
+from paylake import metrics
 from paylake.cdc import decoding
 from paylake.cdc.slot import check_slot_name, default_slot, missing_slot, slot_error
 from paylake.errors import ContractError, PaylakeError
@@ -170,13 +171,13 @@ def apply_table(settings: Settings, batch: decoding.TableBatch, *, slot: str, ls
                     source.table.qualified, source.name)
     if batch.rows.num_rows:
         data = with_load_metadata(batch.rows, source.source_id, extracted_at, lsn)
-        metrics = lake.merge_rows(settings, bronze_uri(settings, source), data, keys=source.keys,
-                                  app_id=f"paylake.cdc:{slot}", batch=lsn, state={"lsn": decoding.int_to_lsn(lsn)},
-                                  changed=None, delete_when="s._op = 'D'", extra_columns=("_op", "_lsn"))
-        report.replayed = not metrics
-        report.inserted = metrics.get("num_target_rows_inserted", 0)
-        report.updated = metrics.get("num_target_rows_updated", 0)
-        report.deleted = metrics.get("num_target_rows_deleted", 0)
+        merged = lake.merge_rows(settings, bronze_uri(settings, source), data, keys=source.keys,
+                                 app_id=f"paylake.cdc:{slot}", batch=lsn, state={"lsn": decoding.int_to_lsn(lsn)},
+                                 changed=None, delete_when="s._op = 'D'", extra_columns=("_op", "_lsn"))
+        report.replayed = not merged
+        report.inserted = merged.get("num_target_rows_inserted", 0)
+        report.updated = merged.get("num_target_rows_updated", 0)
+        report.deleted = merged.get("num_target_rows_deleted", 0)
         if sink is not None:
             sink(source.name, with_load_metadata(batch.rows, source.source_id, extracted_at, lsn))
     return report
@@ -309,6 +310,9 @@ def catch_up(settings: Settings, *, slot: str | None = None, max_changes: int = 
                                f"{decoding.int_to_lsn(target)} (the position at the start); what was drained is "
                                "applied: run 'paylake cdc' again to go on")
     total.seconds = time.monotonic() - started
+    for table in total.tables.values():
+        metrics.rows(f"bronze/{table.table}", "written", table.inserted + table.updated + table.deleted)
+    metrics.cdc_lag(slot, max(0, lag(settings, slot)[0]))
     return total
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from paylake.cli import data, ml, security, serve, stack  # noqa: F401 - importing a group registers its commands
+from paylake.cli import cluster, data, ml, security, serve, stack  # noqa: F401 - importing a group registers its commands
 from paylake.cli.base import _parse_ports, app
 
 __all__ = ["app", "main", "_parse_ports"]

@@ -36,6 +36,24 @@ def expected_failures(command):
     return wrapper
 
 
+def needs(*services: str):
+    """The services a command needs (``paylake.preflight.SERVICES``), checked before it connects to any:
+    one line naming what is down and what to run, within a few seconds."""
+
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            from paylake.preflight import require
+            from paylake.settings import load_settings
+
+            require(load_settings(), services)
+            return command(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 def _parse_ports(values: list[str] | None) -> dict[str, int]:
     ports = {}
     for value in values or []:

@@ -6,27 +6,67 @@ from typing import Annotated
 
 import typer
 
-from paylake.cli.base import app, db_app, expected_failures
+from paylake.cli.base import app, db_app, expected_failures, needs
 from paylake.errors import PaylakeError
 from paylake.report import console, summary_table
 
 
 @app.command("pipeline")
 @expected_failures
-def pipeline(scale: Annotated[str, typer.Option(help="Seed preset when the sources are empty: tiny, demo, "
-                                                "bench.")] = "demo") -> None:
-    """Run the whole DAG (what 'make demo' submits as a Ray job)."""
+@needs('postgres', 'mongo', 'online', 's3', 'snowflake', 'mlflow', 'ray')
+def pipeline(
+    scale: Annotated[str, typer.Option(help="Seed preset when the sources are empty: tiny, demo, bench.")] = "demo",
+    only: Annotated[list[str] | None, typer.Option("--only", help="Only these steps (repeatable or comma "
+                    "list): migrate, seed, extract, cdc, star, load, features, train-fraud, drift, train-logs, "
+                    "monitor-logs, queries, smoke.")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="Every step from this one on.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="A run's id ('paylake runs'): start it again "
+                      "at its first step not done.")] = None,
+) -> None:
+    """Run the whole DAG, or some of its steps (what 'make demo' submits as a Ray job); each run is recorded
+    ('paylake runs')."""
     from paylake.pipeline import run_pipeline
     from paylake.settings import load_settings
 
-    results = run_pipeline(load_settings(), scale=scale,
-                           progress=lambda m: console.print(m, highlight=False, markup=False))
-    console.print(summary_table("pipeline", ["step", "outcome", "seconds"],
-                                [(r.step, r.outcome, r.seconds) for r in results]))
+    run = run_pipeline(load_settings(), scale=scale, only=only, start=start, resume=resume,
+                       progress=lambda m: console.print(m, highlight=False, markup=False))
+    console.print(summary_table(f"pipeline run {run.run_id}", ["step", "state", "outcome", "seconds"],
+                                [(r.name, r.state, r.outcome, r.seconds) for r in run.results]))
+
+
+@app.command("runs")
+@expected_failures
+@needs('s3')
+def runs_command(
+    run_id: Annotated[str | None, typer.Argument(help="One run: its steps.")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs to list, newest first.")] = 10,
+) -> None:
+    """The pipeline's runs (runs/pipeline_step in the lake), or one run's steps."""
+    from paylake import runs
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    if run_id is None:
+        summaries = runs.summarize(runs.read_records(settings))[:limit]
+        if not summaries:
+            console.print("no pipeline run recorded yet ('paylake pipeline' records one)")
+            return
+        console.print(summary_table("pipeline runs", ["run", "started", "state", "steps done", "failed"],
+                                    [(r.run_id, f"{r.started_at:%Y-%m-%d %H:%M:%S}", r.state,
+                                      f"{r.done}/{r.steps}", ", ".join(r.failed) or "-") for r in summaries]))
+        return
+    records = runs.require_run(settings, run_id)
+    steps = sorted(runs.latest_by_step(records).values(), key=lambda r: r.position)
+    console.print(summary_table(f"pipeline run {run_id}", ["step", "attempt", "state", "seconds", "rows",
+                                                           "summary or error"],
+                                [(r.step, r.attempt, r.state, "-" if r.seconds is None else f"{r.seconds:.1f}",
+                                  "-" if r.rows is None else f"{r.rows:,}", r.error or r.summary or "-")
+                                 for r in steps]))
 
 
 @app.command("extract")
 @expected_failures
+@needs('postgres', 'mongo', 's3', 'ray')
 def extract_command(
     only: Annotated[list[str] | None, typer.Option("--only", help="Only this source (repeatable), e.g. "
                     "postgres.transaction or mongo.Log.")] = None,
@@ -86,6 +126,7 @@ def extract_command(
 
 @db_app.command("migrate")
 @expected_failures
+@needs('postgres')
 def db_migrate() -> None:
     """Apply the missing PostgreSQL migrations (sql/postgres) and Mongo collections/validators/indexes."""
     from paylake.settings import load_settings
@@ -100,6 +141,7 @@ def db_migrate() -> None:
 
 @app.command("seed")
 @expected_failures
+@needs('postgres', 'mongo')
 def seed_command(
     scale: Annotated[str, typer.Option(help="Preset: tiny (tests, seconds), demo (about a minute), "
                                        "bench (millions of transactions).")] = "demo",
@@ -142,6 +184,7 @@ def seed_command(
 
 @app.command("cdc")
 @expected_failures
+@needs('postgres', 's3')
 def cdc_command(
     follow: Annotated[bool, typer.Option("--follow", help="Keep draining (Ctrl-C stops after the batch in "
                                          "flight).")] = False,
@@ -210,6 +253,7 @@ def cdc_command(
 
 @app.command("stream")
 @expected_failures
+@needs('postgres', 'online', 's3', 'snowflake', 'mlflow')
 def stream_command(
     seconds: Annotated[float | None, typer.Option(help="Stop after this long (default: until Ctrl-C).")] = None,
     interval: Annotated[float, typer.Option(help="Seconds between drains when nothing is pending.")] = 0.2,
@@ -241,6 +285,7 @@ def stream_command(
 
 @app.command("query")
 @expected_failures
+@needs('snowflake')
 def query_command(
     name: Annotated[str | None, typer.Argument(help="Query in sql/queries/snowflake (without .sql).")] = None,
     list_names: Annotated[bool, typer.Option("--list", help="List the queries and exit.")] = False,
@@ -264,6 +309,7 @@ def query_command(
 
 @app.command("build-star")
 @expected_failures
+@needs('s3', 'ray')
 def build_star_command() -> None:
     """Bronze → silver entities → gold star schema (Delta), in parallel on Ray; only what changed."""
     from paylake.settings import load_settings
@@ -283,6 +329,7 @@ def build_star_command() -> None:
 
 @app.command("features")
 @expected_failures
+@needs('s3', 'online', 'ray')
 def features_command(
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Also publish the entities' state to the "
                                           "online store (Redis tiles; built aside, swapped, later events kept)."
@@ -308,6 +355,7 @@ def features_command(
 
 @app.command("load")
 @expected_failures
+@needs('s3', 'snowflake')
 def load_command() -> None:
     """Load the changed gold tables into Snowflake (PUT + COPY INTO + MERGE), reconciled."""
     from paylake.settings import load_settings

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from paylake.cli.base import app, expected_failures
+from paylake.cli.base import app, expected_failures, needs
 from paylake.report import console, summary_table
 
 train_app = typer.Typer(help="Train the models on the lake (Ray Train), track and register them (MLflow).",
@@ -16,6 +16,7 @@ app.add_typer(train_app, name="train")
 
 @train_app.command("fraud")
 @expected_failures
+@needs('s3', 'mlflow', 'ray')
 def train_fraud_command(
     workers: Annotated[int, typer.Option(help="Ray Train workers training one model.")] = 2,
     maturity_days: Annotated[int, typer.Option(help="Label maturity: payments younger than this at the label "
@@ -64,6 +65,7 @@ def train_fraud_command(
 
 @train_app.command("logs")
 @expected_failures
+@needs('s3', 'mlflow', 'ray')
 def train_logs_command(
     workers: Annotated[int, typer.Option(help="Ray Train (TorchTrainer, DDP) workers.")] = 2,
     window: Annotated[list[int] | None, typer.Option(help="Window h to try (repeat the option); the best on "
@@ -114,6 +116,7 @@ def train_logs_command(
 
 @app.command("drift")
 @expected_failures
+@needs('s3', 'mlflow', 'ray')
 def drift_command(
     window_days: Annotated[int, typer.Option(help="The current window: the last N days of the feature "
                                              "table.")] = 7,

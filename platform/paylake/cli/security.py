@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from paylake.cli.base import app, expected_failures
+from paylake.cli.base import app, expected_failures, needs
 from paylake.report import console
 
 monitor_app = typer.Typer(help="Security monitoring of the sources.", no_args_is_help=True)
@@ -15,6 +15,7 @@ app.add_typer(monitor_app, name="monitor")
 
 @monitor_app.command("logs")
 @expected_failures
+@needs('postgres', 's3', 'snowflake', 'mlflow', 'ray')
 def monitor_logs_command(
     export_rows: Annotated[int, typer.Option(help="Rule: a whole-table read or COPY of a table larger than this "
                                              "is a mass export.")] = 1_000,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from paylake.cli.base import app, expected_failures
+from paylake.cli.base import app, expected_failures, needs
 from paylake.errors import PaylakeError
 from paylake.report import console, summary_table
 
@@ -29,6 +29,7 @@ def _serve_overrides(values: list[str] | None) -> dict:
 
 @serve_app.command("up")
 @expected_failures
+@needs('mlflow', 'ray')
 def serve_up(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override an option of serve/config.yaml's "
                                                    "args (repeat), e.g. --set poll_seconds=2.")] = None,
@@ -58,6 +59,7 @@ def print_service(result: dict) -> None:
 
 @serve_app.command("status")
 @expected_failures
+@needs('ray')
 def serve_status() -> None:
     """What the running service has loaded."""
     from paylake.serving.auth import operator_key
@@ -70,6 +72,7 @@ def serve_status() -> None:
 
 @serve_app.command("down")
 @expected_failures
+@needs('ray')
 def serve_down() -> None:
     """Delete the scoring application from the cluster."""
     from paylake.serving.deploy import down

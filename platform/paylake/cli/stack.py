@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from paylake.cli.base import StateDir, _parse_ports, app, expected_failures, stack_app
+from paylake.cli.base import StateDir, _parse_ports, app, expected_failures, needs, stack_app
 from paylake.errors import PaylakeError
 from paylake.report import console, summary_table
 
@@ -71,6 +71,7 @@ def stack_down(
 
 @app.command("smoke")
 @expected_failures
+@needs('postgres', 'mongo', 's3', 'snowflake', 'mlflow', 'ray')
 def smoke() -> None:
     """Touch every service from Ray tasks (what the smoke job runs)."""
     from paylake.raycluster import init_ray

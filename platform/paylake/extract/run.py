@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from paylake import metrics
 from paylake.cdc.slot import Slot, ensure_slot
 from paylake.errors import ContractError, PaylakeError
 from paylake.extract.catalog import METADATA_FIELDS, list_pg_tables, read_pg_table
@@ -188,8 +189,9 @@ def extract(settings: Settings, *, only: list[str] | None = None, options: Extra
     refs: dict = {}
     for index, (source, uri, state, incremental, tasks) in enumerate(plans):
         write_to = None if incremental else uri
-        for task in tasks:
-            refs[_read.remote(source, settings, task, write_to, state.batch + 1, extracted_at)] = index
+        for number, task in enumerate(tasks, 1):  # named on the dashboard: "extract postgres:oltp.x range 3/8"
+            named = _read.options(name=f"extract {source.source_id} range {number}/{len(tasks)}")
+            refs[named.remote(source, settings, task, write_to, state.batch + 1, extracted_at)] = index
     results: dict[int, list[TaskResult]] = defaultdict(list)
     read_until: dict[int, float] = {}
     pending = list(refs)
@@ -210,6 +212,8 @@ def extract(settings: Settings, *, only: list[str] | None = None, options: Extra
         table.tasks = len(tasks)
         table.seconds = read_until.get(index, begin) - started + time.perf_counter() - begin
         report.tables.append(table)
+        metrics.rows(f"{source.source_id}", "read", table.rows_read)
+        metrics.rows("/".join(source.bronze_path()), "written", table.rows_written)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -251,9 +255,9 @@ def finish_table(settings: Settings, source, uri: str, state: lake.DeltaState, i
         report.mode = "unchanged"
         return report
     data = pa.concat_tables([r.data for r in results if r.data is not None and r.data.num_rows])
-    metrics = lake.merge_rows(settings, uri, data, keys=source.keys, app_id=APP_ID, batch=batch, state=new_state,
-                              changed=source.changed_predicate())
-    report.rows_written = metrics.get("num_target_rows_inserted", 0) + metrics.get("num_target_rows_updated", 0)
+    merged = lake.merge_rows(settings, uri, data, keys=source.keys, app_id=APP_ID, batch=batch, state=new_state,
+                             changed=source.changed_predicate())
+    report.rows_written = merged.get("num_target_rows_inserted", 0) + merged.get("num_target_rows_updated", 0)
     if report.rows_written:
         report.batch = batch
     else:

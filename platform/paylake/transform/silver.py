@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import ray
 
+from paylake import metrics
 from paylake.settings import Settings
 from paylake.stores import lake
 
@@ -189,8 +190,11 @@ def build_silver(settings: Settings, only: list[str] | None = None) -> tuple[lis
         if state.exists and state.state.get("bronze") == versions:
             reports.append(SilverReport(entity.name, -1, "unchanged"))
             continue
-        refs.append(_build.remote(settings, entity, versions))
+        refs.append(_build.options(name=f"silver {entity.name}").remote(settings, entity, versions))
     for name, rows, committed in ray.get(refs):
         reports.append(SilverReport(name, rows, "rebuilt" if committed else "unchanged"))
+    for report in reports:
+        if report.state == "rebuilt":
+            metrics.rows(f"silver/{report.entity}", "written", report.rows)
     order = [e.name for e in entities]
     return sorted(reports, key=lambda r: order.index(r.entity)), time.perf_counter() - started

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import ray
 
+from paylake import metrics
 from paylake.settings import Settings
 from paylake.stores import lake
 from paylake.transform.silver import entity_uri
@@ -292,7 +293,8 @@ def build_star(settings: Settings, *, parallelism: int = 4) -> list[GoldReport]:
 
     begin = time.perf_counter()
     dim_ref = ray.put(dim_customer)
-    slices = ray.get([_aggregate.remote(settings, part, dim_ref) for part in _slices(dates, parallelism)])
+    slices = ray.get([_aggregate.options(name=f"gold facts {part[0]}..{part[-1]}").remote(settings, part, dim_ref)
+                      for part in _slices(dates, parallelism)])
     aggregated = time.perf_counter() - begin
     for fact in FACT_SQL:
         begin = time.perf_counter() - aggregated / len(FACT_SQL)
@@ -312,6 +314,9 @@ def build_star(settings: Settings, *, parallelism: int = 4) -> list[GoldReport]:
     done = changed("FACT_ComplianceAudit", compliance) and commit("FACT_ComplianceAudit", compliance, {})
     reports.append(GoldReport("FACT_ComplianceAudit", compliance.num_rows, "rebuilt" if done else "unchanged",
                               time.perf_counter() - begin))
+    for report in reports:
+        if report.state != "unchanged":
+            metrics.rows(f"gold/{report.table}", "written", report.rows)
     return reports
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from paylake import metrics
 from paylake.settings import Settings
 from paylake.stores import lake
 from paylake.stores import snowflake as snowflake_store
@@ -117,6 +118,8 @@ def load_star(settings: Settings, *, progress=lambda message: None) -> list[Tabl
         record_load(settings, table.upper(), version, load_id)
         results[table] = dataclasses.replace(done, deleted=done.deleted + deleted,
                                              seconds=done.seconds + time.perf_counter() - begin)
+    for result in results.values():
+        metrics.rows(f"snowflake/{result.table}", "written", result.inserted + result.updated)
     return [results[t] for t in tables]
 
 

@@ -122,7 +122,8 @@ def build_features(settings: Settings) -> FeatureReport:
     if state.exists and state.state.get("silver") == versions:
         return FeatureReport(-1, state.version, "unchanged", time.perf_counter() - begin)
     names = list(features.FAMILIES)
-    parts = dict(zip(names, ray.get([_family.remote(settings, f) for f in names])))
+    parts = dict(zip(names, ray.get([_family.options(name=f"features {f} windows").remote(settings, f)
+                                     for f in names])))
     con = duckdb.connect()
     try:
         con.execute("set TimeZone = 'UTC'")
