@@ -59,8 +59,13 @@ def quiet_output() -> None:
 def submit_job(settings: Settings, entrypoint: str, working_dir: Path, *, echo=print,
                timeout_s: float = 3600) -> tuple[str, str]:
     """Submit ``entrypoint`` as a Ray job, stream its logs, return (job id, final status)."""
+    import logging
+
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    # the client's own packaging notes (each ignored file, the upload) are not the job's output
+    for name in ["ray", *(n for n in logging.root.manager.loggerDict if n.startswith("ray."))]:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         client = JobSubmissionClient(settings.ray_dashboard_url)
     except Exception as exc:  # noqa: BLE001 - the SDK raises plain exceptions for connection errors

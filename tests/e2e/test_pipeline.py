@@ -114,3 +114,55 @@ def test_step_selection_is_checked_before_anything_runs(world, monkeypatch):
     assert result.exit_code == 1 and "unknown pipeline step(s) trian-fraud" in result.output
     missing = run_cli(world, monkeypatch, "pipeline", "--resume", "20990101T000000-beef")
     assert missing.exit_code == 1 and "no pipeline run '20990101T000000-beef'" in missing.output
+
+
+def test_a_run_killed_mid_step_resumes_and_loses_nothing(settings, ray_cluster, tmp_path, monkeypatch):
+    """kill -9 of 'paylake pipeline' while a step runs: the record says so, --resume runs it again, and bronze
+    equals the sources (the verify step), the star built once over it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from paylake.extract.verify import verify_bronze
+    from paylake.sources.generator import SCALES
+    from paylake.sources.seed import seed
+
+    killed = isolated_sources(settings, "paylake_e2e_kill")
+    seed(killed, SCALES["tiny"])
+    killed = killed.model_copy(update={"lake_root": str(tmp_path / "lake")})
+    env = {**os.environ, "PAYLAKE_POSTGRES_DSN": killed.postgres_dsn.get_secret_value(),
+           "PAYLAKE_MONGO_DATABASE": killed.mongo_database, "PAYLAKE_LAKE_ROOT": killed.lake_root,
+           "PAYLAKE_ONLINE_STORE_PREFIX": killed.online_store_prefix}
+    paylake = str(Path(sys.executable).parent / "paylake")  # the command a user runs
+    job = subprocess.Popen([paylake, "pipeline", "--only", "extract,star"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, running = time.monotonic() + 240, None
+    try:
+        while time.monotonic() < deadline and running is None:
+            states = {r.step: r for r in runs.read_records(killed)}
+            running = next((r for r in states.values() if r.step == "extract" and r.state == "running"), None)
+            time.sleep(0.2)
+        assert running is not None, "the extract step never started"
+        time.sleep(1.0)  # in the middle of its Ray tasks
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait(30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    run_id = running.run_id
+    steps = runs.latest_by_step(runs.read_records(killed, run_id))
+    interrupted = [s.step for s in steps.values() if s.state == "running"]
+    assert len(interrupted) == 1, steps  # the step the kill cut short, left running
+    assert runs.summarize(runs.read_records(killed, run_id))[0].state == "running"
+
+    resumed = run_cli(killed, monkeypatch, "pipeline", "--resume", run_id)
+    assert resumed.exit_code == 0, resumed.output
+    steps = runs.latest_by_step(runs.read_records(killed, run_id))
+    assert steps["extract"].state == "done" and steps["star"].state == "done"
+    assert steps[interrupted[0]].attempt == 2  # the killed step ran again; a step done before it did not
+    assert all(s.attempt == 1 for name, s in steps.items() if name != interrupted[0])
+    checks = verify_bronze(killed)
+    assert checks and all(c.result == "equal" for c in checks), [(c.table, c.result) for c in checks]
