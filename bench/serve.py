@@ -261,9 +261,9 @@ def main() -> None:
     goals = []
     for system in dict.fromkeys(r.system for r in results):
         by = {(r.body, r.concurrency): r for r in results if r.system == system}
-        ingress, single = by[("healthz", top)], by[("single", top)]
+        limit, single = by[("healthz", top)], by[("single", top)]
         lists = by[(f"list of {args.batch}", top)]
-        goals.append((system, f"{single.tps:.0f} / {ingress.rps:.0f} = {single.tps / ingress.rps:.2f}x",
+        goals.append((system, f"{single.tps:.0f} / {limit.rps:.0f} = {single.tps / limit.rps:.2f}x",
                       f"{by[('single', low)].p99_ms:.0f}", f"{lists.tps:,.0f}"))
     figures = {}
     for system in dict.fromkeys(r.system for r in results):
