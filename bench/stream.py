@@ -40,6 +40,13 @@ INSERT = """
     returning transactionid"""
 
 
+def sustained(levels: list[dict]) -> float:
+    """The highest offered rate at which every payment landed with a p99 under the goal. (Rows landed *within*
+    the offering window trail the offered rate by the latency itself: ~0.9x of a 30 s window at a p50 of 2.5 s.)"""
+    kept_up = [m["offered_per_s"] for m in levels if m["not_landed"] == 0 and m["p99_s"] < GOAL_P99_S]
+    return max(kept_up, default=0.0)
+
+
 def offer(settings, rate: float, seconds: float, templates: list[int], committed: dict[int, float]) -> int:
     """Commit payments at ``rate`` per second for ``seconds``; records each one's commit time."""
     sent = 0
@@ -119,10 +126,7 @@ def main() -> None:
             stream.wait(30)
         except subprocess.TimeoutExpired:
             stream.kill()
-    kept_up = [m for m in measured if m["p99_s"] < GOAL_P99_S and m["not_landed"] == 0
-               and m["landed_per_s"] >= 0.95 * m["offered_per_s"]]
-    save_result("stream", {"levels": measured, "processes": 1,
-                           "sustained_per_s": max((m["offered_per_s"] for m in kept_up), default=0.0),
+    save_result("stream", {"levels": measured, "processes": 1, "sustained_per_s": sustained(measured),
                            "goal_p99_s": GOAL_P99_S})
     console.print(summary_table("commit in PostgreSQL → row in Snowflake REALTIME_FraudScore (paylake stream)",
                                 ["offered /s", "payments", "committed /s", "landed /s", "landed vs offered",

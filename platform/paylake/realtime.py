@@ -125,8 +125,8 @@ def stream(settings: Settings, *, interval_s: float = 0.2, stop_after_s: float |
            max_changes: int = 5_000, model: str = "paylake-fraud", alias: str = "champion",
            on_batch=None) -> StreamReport:
     """Run the real-time path until ``stop_after_s`` (or Ctrl-C); see the module docstring."""
-    from paylake.cdc.slot import default_slot, ensure_slot
     from paylake.cdc.stream import follow
+    from paylake.stores.replication import default_slot, ensure_slot
 
     slot = default_slot(settings)
     if ensure_slot(settings, slot).created:

@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 import pytest
 
 from paylake.cdc.decoding import lsn_to_int
-from paylake.cdc.slot import default_slot, drop_slot, ensure_slot
 from paylake.cdc.stream import drain, follow, lag
 from paylake.errors import PaylakeError
 from paylake.extract.run import bronze_uri, extract, sources
@@ -20,6 +19,7 @@ from paylake.sources.generator import SCALES
 from paylake.sources.migrate import isolated_sources
 from paylake.sources.seed import seed
 from paylake.stores import lake, postgres
+from paylake.stores.replication import default_slot, drop_slot, ensure_slot
 from tests.conftest import run_cli
 
 DATABASE = "paylake_cdc_test"

@@ -40,13 +40,13 @@ import pyarrow as pa
 
 from paylake import metrics
 from paylake.cdc import decoding
-from paylake.cdc.slot import check_slot_name, default_slot, missing_slot, slot_error
 from paylake.errors import ContractError, PaylakeError
 from paylake.extract.catalog import read_pg_table
 from paylake.extract.postgres import PostgresTableSource
 from paylake.extract.run import bronze_uri, quarantine, with_load_metadata
 from paylake.settings import Settings
 from paylake.stores import lake, postgres
+from paylake.stores.replication import check_slot_name, default_slot, missing_slot, slot_error
 
 log = logging.getLogger(__name__)
 

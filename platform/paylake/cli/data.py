@@ -204,10 +204,10 @@ def cdc_command(
     Without --follow it drains micro-batch after micro-batch until the slot has caught up with the WAL position
     of its start, or exits non-zero saying why it stopped early."""
     from paylake.cdc.decoding import int_to_lsn
-    from paylake.cdc.slot import default_slot, ensure_slot
     from paylake.cdc.stream import catch_up, lag
     from paylake.cdc.stream import follow as follow_slot
     from paylake.settings import load_settings
+    from paylake.stores.replication import default_slot, ensure_slot
 
     settings = load_settings()
     slot = slot or default_slot(settings)

@@ -139,9 +139,10 @@ class MongoReadTask:
 
 
 class MongoCollectionSource:
-    """One collection: plan ``_id`` ranges, read one range into Arrow."""
+    """One collection: plan ``_id`` ranges, read one range into Arrow (``extract.source.Source``)."""
 
     kind = "mongo"
+    needs_slot = False  # deletes are not captured (collections are append-mostly; see the README)
 
     def __init__(self, collection: str) -> None:
         self.collection = collection
@@ -165,8 +166,8 @@ class MongoCollectionSource:
             return f"s.`{UPDATED_AT[self.collection]}` <> t.`{UPDATED_AT[self.collection]}`"
         return "false"
 
-    def plan(self, db, since: dt.datetime | None, *, rows_per_task: int, max_tasks: int) -> list[MongoReadTask]:
-        coll = db[self.collection]
+    def plan(self, handles, since: dt.datetime | None, *, rows_per_task: int, max_tasks: int) -> list[MongoReadTask]:
+        coll = handles.mongo[self.collection]
         parts = partitions_for(coll.estimated_document_count(), rows_per_task, max_tasks)
         low_bound = ObjectId.from_datetime(since) if since is not None and self.cursor_column == "_id" else None
         if low_bound is not None:
@@ -188,6 +189,11 @@ class MongoCollectionSource:
         else:
             bounds = [(a, b) for a, b in plan_ranges(int(low), int(high), parts)]
         return [MongoReadTask(self.collection, a, b, since) for a, b in bounds]
+
+    def verify(self, settings: Settings, bronze: pa.Table):
+        from paylake.extract.verify import verify_mongo
+
+        return verify_mongo(settings, self, bronze)
 
     def read(self, settings: Settings, task: MongoReadTask) -> tuple[pa.Table, pa.Table]:
         """(valid rows in the bronze schema, quarantined rows with reasons)."""

@@ -31,9 +31,10 @@ class PgReadTask:
 
 
 class PostgresTableSource:
-    """One OLTP table: plan key ranges, read one range into Arrow."""
+    """One OLTP table: plan key ranges, read one range into Arrow (``extract.source.Source``)."""
 
     kind = "postgres"
+    needs_slot = True  # deletes reach bronze through the database's replication slot
 
     def __init__(self, table: PgTable) -> None:
         self.table = table
@@ -61,8 +62,9 @@ class PostgresTableSource:
             return "false"
         return " or ".join(f"not (s.`{c}` <=> t.`{c}`)" for c in others)
 
-    def plan(self, conn, since: dt.datetime | None, *, rows_per_task: int, max_tasks: int) -> list[PgReadTask]:
+    def plan(self, handles, since: dt.datetime | None, *, rows_per_task: int, max_tasks: int) -> list[PgReadTask]:
         """Read tasks for a full load (``since`` None) or the rows changed since ``since``."""
+        conn = handles.postgres
         key, cursor = self.table.split_key, self.cursor_column
         if since is not None and cursor is None:
             since = None  # no change column: re-read and let the merge find the differences
@@ -86,6 +88,11 @@ class PostgresTableSource:
             parts = partitions_for(int(estimate), rows_per_task, max_tasks)
             tasks += [PgReadTask(relation, key, lo, hi, cursor, since) for lo, hi in plan_ranges(low, high, parts)]
         return tasks
+
+    def verify(self, settings: Settings, bronze: pa.Table):
+        from paylake.extract.verify import verify_postgres
+
+        return verify_postgres(settings, self, bronze)
 
     def read(self, settings: Settings, task: PgReadTask) -> tuple[pa.Table, pa.Table]:
         """(rows in the bronze data schema, quarantined rows with reasons)."""

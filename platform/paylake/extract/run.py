@@ -16,7 +16,7 @@ Per table and run, one batch:
 A crash anywhere leaves the table at its previous batch; a re-run converges.
 
 Before reading PostgreSQL, the CDC replication slot of the database is created
-if missing (``cdc.slot``): deletes never show in an increment, only in the
+if missing (``stores.replication``): deletes never show in an increment, only in the
 slot's stream, so the stream must start before the snapshot. Each PostgreSQL
 bronze table records the slot it was reconciled with (its consistent LSN); a
 table that has none or another one (the slot was made again, or the lake is
@@ -36,14 +36,15 @@ import pyarrow.compute as pc
 import ray
 
 from paylake import metrics
-from paylake.cdc.slot import Slot, ensure_slot
 from paylake.errors import ContractError, PaylakeError
 from paylake.extract.catalog import METADATA_FIELDS, list_pg_tables, read_pg_table
 from paylake.extract.mongo import MongoCollectionSource
 from paylake.extract.postgres import PostgresTableSource
+from paylake.extract.source import Handles, Source
 from paylake.settings import Settings
 from paylake.sources.mongo_model import SCHEMAS
-from paylake.stores import lake, mongo, postgres
+from paylake.stores import lake, postgres
+from paylake.stores.replication import Slot, ensure_slot
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class TaskResult:
     data: pa.Table | None = None
 
 
-def sources(settings: Settings, only: list[str] | None = None) -> list:
+def sources(settings: Settings, only: list[str] | None = None) -> list[Source]:
     """Every source of the platform (optionally only those named, e.g. ``postgres.transaction``, ``mongo.Log``)."""
     with postgres.connect(settings) as conn:
         found = [PostgresTableSource(read_pg_table(conn, name)) for name in list_pg_tables(conn)]
@@ -164,25 +165,23 @@ def extract(settings: Settings, *, only: list[str] | None = None, options: Extra
     plans = []
     chosen = sources(settings, only)
     slot = None
-    if options.capture_changes and any(s.kind == "postgres" for s in chosen):
+    if options.capture_changes and any(s.needs_slot for s in chosen):
         slot = ensure_slot(settings)  # before any read: nothing committed from now on can be missed
         if slot.created:
             log.info("replication slot %s created at %s: postgres bronze tables are reloaded in full",
                      slot.name, slot.consistent_lsn)
-    with postgres.connect(settings) as conn, mongo.client(settings) as client:
-        db = mongo.database(client, settings)
+    with Handles(settings) as handles:
         for source in chosen:
             uri = bronze_uri(settings, source)
             state = lake.delta_state(settings, uri, APP_ID)
             # reconciled with another slot (or none): the deletes in between are unknown, take the table whole
             incremental = state.exists and not options.full and not (
-                source.kind == "postgres" and slot is not None
+                source.needs_slot and slot is not None
                 and state.state.get("cdc_slot") != slot.consistent_lsn)
             since = None
             if incremental and state.state.get("cursor"):
                 since = dt.datetime.fromisoformat(state.state["cursor"]) - options.overlap
-            handle = conn if source.kind == "postgres" else db
-            tasks = source.plan(handle, since, rows_per_task=options.rows_per_task,
+            tasks = source.plan(handles, since, rows_per_task=options.rows_per_task,
                                 max_tasks=options.max_tasks_per_table)
             plans.append((source, uri, state, incremental, tasks))
 
@@ -208,7 +207,7 @@ def extract(settings: Settings, *, only: list[str] | None = None, options: Extra
     for index, (source, uri, state, incremental, tasks) in enumerate(plans):
         begin = time.perf_counter()
         table = finish_table(settings, source, uri, state, incremental, results.get(index, []), options,
-                             extracted_at, slot if source.kind == "postgres" else None)
+                             extracted_at, slot if source.needs_slot else None)
         table.tasks = len(tasks)
         table.seconds = read_until.get(index, begin) - started + time.perf_counter() - begin
         report.tables.append(table)

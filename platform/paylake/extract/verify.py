@@ -100,10 +100,7 @@ def verify_bronze(settings: Settings, only: list[str] | None = None) -> list[Ver
         bronze = lake.read_table(settings, uri)
         table = f"{source.kind}.{source.name}"
         try:
-            if isinstance(source, MongoCollectionSource):
-                results.append(_verify_mongo(settings, source, bronze))
-            else:
-                results.append(_verify_postgres(settings, source, bronze))
+            results.append(source.verify(settings, bronze))
         except (PyMongoError, psycopg.Error) as exc:  # the source refused the checksum query
             reason = str(exc).splitlines()[0][:200]
             results.append(VerifyResult(table, -1, bronze.num_rows, 0, f"source checksum failed: {reason}"))
@@ -126,7 +123,7 @@ def quarantined_records(settings: Settings, source, bronze: pa.Table) -> list[tu
     return kept
 
 
-def _verify_postgres(settings: Settings, source, bronze: pa.Table) -> VerifyResult:
+def verify_postgres(settings: Settings, source, bronze: pa.Table) -> VerifyResult:
     types = {c[0]: c[1] for c in source.table.columns}
     columns = source.table.extracted_columns
     aggregates = ", ".join(f"count(*) - count({c}), {postgres_checksum_sql(c, types[c])}" for c in columns)
@@ -144,7 +141,7 @@ def _verify_postgres(settings: Settings, source, bronze: pa.Table) -> VerifyResu
     return _compare(f"postgres.{source.name}", total, bronze.num_rows, expected, actual, excluded)
 
 
-def _verify_mongo(settings: Settings, source: MongoCollectionSource, bronze: pa.Table) -> VerifyResult:
+def verify_mongo(settings: Settings, source: MongoCollectionSource, bronze: pa.Table) -> VerifyResult:
     schema = source.data_schema()
     scalars = [f for f in schema if f.name != "_id" and (pa.types.is_integer(f.type) or pa.types.is_string(f.type)
                                                           or pa.types.is_timestamp(f.type))]

@@ -120,7 +120,7 @@ def isolated_sources(settings: Settings, name: str) -> Settings:
 
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
         raise PaylakeError(f"{name!r} is not a plain lower-case database name")
-    from paylake.cdc.slot import drop_database_slots
+    from paylake.stores.replication import drop_database_slots
 
     with postgres.connect(settings, autocommit=True) as conn:
         drop_database_slots(conn, name)  # a database with a replication slot cannot be dropped
@@ -138,8 +138,8 @@ def isolated_sources(settings: Settings, name: str) -> Settings:
 
 def drop_isolated_sources(settings: Settings, name: str) -> None:
     """Drop what ``isolated_sources`` created (``settings`` are the main ones)."""
-    from paylake.cdc.slot import drop_database_slots
     from paylake.stores import mongo
+    from paylake.stores.replication import drop_database_slots
 
     with postgres.connect(settings, autocommit=True) as conn:
         drop_database_slots(conn, name)

@@ -1,4 +1,4 @@
-"""The logical replication slot of a source database: its name, creation and removal.
+"""The logical replication slot of a source database (below both extract and cdc): its name, creation and removal.
 
 The slot is what makes change data capture lose nothing: every change
 committed after its creation is kept in the WAL until ``drain`` consumes it.
