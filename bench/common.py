@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from paylake import contracts
 from paylake.report import console
 from paylake.settings import Settings
 from paylake.sources.generator import SCALES
@@ -113,11 +114,11 @@ def bench_lake(main: Settings, skip_check: bool = False) -> Settings:
     silver built, once; later runs reuse it."""
     from paylake.extract.run import extract
     from paylake.stores import lake
-    from paylake.transform.silver import build_silver, entity_uri
+    from paylake.transform.silver import build_silver
 
     sources = prepare_sources(main, skip_check)
     settings = sources.model_copy(update={"lake_root": main.lake_root.rstrip("/") + "-bench"})
-    if lake.table_exists(settings, entity_uri(settings, "status_change")):
+    if lake.table_exists(settings, contracts.silver("status_change").uri(settings)):
         console.print(f"reusing the bench lake {settings.lake_root}", style="dim")
         return settings
     console.print(f"extracting {BENCH_DB} into {settings.lake_root} and building silver (once)")

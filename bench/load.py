@@ -17,12 +17,12 @@ import pyarrow.compute as pc
 from common import Result, prepare_sources, save_result
 from star import LAKE
 
+from paylake import contracts
 from paylake.raycluster import init_ray
 from paylake.report import console, summary_table
 from paylake.settings import load_settings
 from paylake.stores import lake
 from paylake.stores import snowflake as snowflake_store
-from paylake.transform.star import gold_uri
 from paylake.warehouse.snowflake import apply_ddl, load_table, qualified
 
 TABLE = "FACT_CustomerSegmentation"
@@ -35,12 +35,12 @@ def main() -> None:
     args = parser.parse_args()
     sources = prepare_sources(load_settings(), True)
     settings = sources.model_copy(update={"lake_root": str(LAKE), "snowflake_database": "ANALYTICS_BENCH"})
-    if not lake.table_exists(settings, gold_uri(settings, TABLE)):
+    if not lake.table_exists(settings, contracts.gold(TABLE).uri(settings)):
         raise SystemExit("run bench/star.py first: it builds the gold tables this benchmark loads")
     apply_ddl(settings)
     for dimension in DIMENSIONS:  # facts reference them (setup, not measured)
-        load_table(settings, dimension, lake.read_table(settings, gold_uri(settings, dimension)), load_id="setup")
-    fact = lake.read_table(settings, gold_uri(settings, TABLE))
+        load_table(settings, dimension, lake.read_table(settings, contracts.gold(dimension).uri(settings)), load_id="setup")
+    fact = lake.read_table(settings, contracts.gold(TABLE).uri(settings))
     data = fact.slice(0, args.rows)
     with snowflake_store.connect(settings) as conn:
         cur = conn.cursor()

@@ -24,6 +24,7 @@ import uuid
 
 from hdfs_eval import wilson
 
+from paylake import contracts
 from paylake.extract.run import ExtractOptions, extract
 from paylake.ml.logs.data import read_sessions
 from paylake.ml.logs.model import LogTrainOptions, train_logs
@@ -101,10 +102,10 @@ def main() -> None:
 
 def _new_ids(settings) -> list[str]:
     """The sessions the last monitor run scored."""
-    from paylake.security.alerts import scored_uri
+
     from paylake.stores import lake
 
-    table = lake.read_table(settings, scored_uri(settings), columns=["session_id", "scored_at"])
+    table = lake.read_table(settings, contracts.SCORED_SESSIONS.uri(settings), columns=["session_id", "scored_at"])
     latest = max(table["scored_at"].to_pylist())
     return [sid for sid, at in zip(table["session_id"].to_pylist(), table["scored_at"].to_pylist()) if at == latest]
 

@@ -18,12 +18,13 @@ from pathlib import Path
 
 from common import Result, best_of, prepare_sources, ray_cpus, save_result
 
+from paylake import contracts
 from paylake.extract.run import extract
 from paylake.report import console, summary_table
 from paylake.settings import load_settings
 from paylake.stores import lake
 from paylake.transform import star
-from paylake.transform.silver import build_silver, entity_uri
+from paylake.transform.silver import build_silver
 
 LAKE = Path(__file__).resolve().parents[1] / ".paylake" / "bench-lake"
 
@@ -46,7 +47,7 @@ def duckdb_single_process(settings) -> Result:
     con.execute("set TimeZone = 'UTC'")
     begin = time.perf_counter()
     for view in ("merchant", "location", "product", "payment_method", "customer", "transaction"):
-        files = ", ".join(f"'{f}'" for f in DeltaTable(entity_uri(settings, view)).file_uris())
+        files = ", ".join(f"'{f}'" for f in DeltaTable(contracts.silver(view).uri(settings)).file_uris())
         con.execute(f"create view {'txn' if view == 'transaction' else view} as select * from read_parquet([{files}])")
     rows = 0
     for sql in star.DIMENSION_SQL.values():
@@ -67,11 +68,11 @@ def main() -> None:
     args = parser.parse_args()
     sources = prepare_sources(load_settings(), args.skip_setup_check)
     settings = sources.model_copy(update={"lake_root": str(LAKE)})
-    if not lake.table_exists(settings, entity_uri(settings, "transaction")):
+    if not lake.table_exists(settings, contracts.silver("transaction").uri(settings)):
         console.print("setup: extracting the bench sources and building silver (not measured)")
         extract(settings)
         build_silver(settings)
-    (transactions,) = [lake.dataset(settings, entity_uri(settings, "transaction")).count_rows()]
+    (transactions,) = [lake.dataset(settings, contracts.silver("transaction").uri(settings)).count_rows()]
     ours = best_of(args.runs, lambda: paylake_gold(settings))
     baseline = best_of(args.runs, lambda: duckdb_single_process(settings))
     console.print(summary_table(

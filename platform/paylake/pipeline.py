@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from paylake import metrics
+from paylake import contracts, metrics
 from paylake.errors import PaylakeError
 from paylake.settings import Settings
 
@@ -181,7 +181,7 @@ def _train_once(ctx: StepContext, model: str, param: str, table: str, fit, descr
 
 
 def _train_fraud(ctx: StepContext) -> StepOutcome:
-    from paylake.ml.fraud.feature_build import feature_uri
+
     from paylake.ml.fraud.training import MODEL_NAME, TrainOptions, train_fraud
 
     def describe(report) -> str:
@@ -192,7 +192,7 @@ def _train_fraud(ctx: StepContext) -> StepOutcome:
                 f"{report.metrics['rules']['auc_pr']:.3f}), recall at 1% FPR {model['recall_at_1pct_fpr']:.3f}; "
                 f"test window {test.first}..{test.last}: {test.frauds:,} frauds, {test.legitimate:,} legitimate")
 
-    return _train_once(ctx, MODEL_NAME, "feature_table_version", feature_uri(ctx.settings),
+    return _train_once(ctx, MODEL_NAME, "feature_table_version", contracts.FRAUD_FEATURES.uri(ctx.settings),
                        lambda: train_fraud(ctx.settings, TrainOptions(),
                                            progress=lambda m: ctx.progress(f"[train] {m}")), describe)
 
@@ -211,7 +211,6 @@ def _drift(ctx: StepContext) -> StepOutcome:
 
 def _train_logs(ctx: StepContext) -> StepOutcome:
     from paylake.ml.logs.model import MODEL_NAME, LogTrainOptions, train_logs
-    from paylake.stores import lake
 
     def describe(report) -> str:
         test = report.test
@@ -224,20 +223,20 @@ def _train_logs(ctx: StepContext) -> StepOutcome:
                 "sessions bound the false-alert rate only that far)")
 
     return _train_once(ctx, MODEL_NAME, "silver_log_session_version",
-                       lake.table_uri(ctx.settings, "silver", "log_session"),
+                       contracts.LOG_SESSIONS.uri(ctx.settings),
                        lambda: train_logs(ctx.settings, LogTrainOptions(),
                                           progress=lambda m: ctx.progress(f"[train logs] {m}")), describe)
 
 
 def _monitor_logs(ctx: StepContext) -> StepOutcome:
-    from paylake.security.alerts import alert_uri, monitor_logs
+    from paylake.security.alerts import monitor_logs
 
     try:
         report = monitor_logs(ctx.settings)
     except PaylakeError as exc:  # no model yet: say so, go on
         return StepOutcome(f"not run: {exc}", skipped=True)
     return StepOutcome(f"{report.new_sessions} new session(s) scored, {len(report.alerts)} alert(s) → "
-                       f"{alert_uri(ctx.settings)} and Snowflake SECURITY_Alert (paylake monitor logs prints them)",
+                       f"{contracts.SECURITY_ALERTS.uri(ctx.settings)} and Snowflake SECURITY_Alert (paylake monitor logs prints them)",
                        report.new_sessions)
 
 

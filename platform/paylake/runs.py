@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from paylake import contracts
 from paylake.errors import PaylakeError
 from paylake.settings import Settings
 from paylake.stores import lake
@@ -32,10 +33,6 @@ SCHEMA = pa.schema([
 ])
 FINISHED = ("done", "skipped")  # a resume starts after these
 MAX_ERROR = 4000
-
-
-def table_uri(settings: Settings) -> str:
-    return lake.table_uri(settings, "runs", "pipeline_step")
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -86,7 +83,7 @@ class RunLog:
 
     def __init__(self, settings: Settings, run_id: str, plan: list[str]) -> None:
         self.settings, self.run_id, self.plan = settings, run_id, ",".join(plan)
-        self.uri = table_uri(settings)
+        self.uri = contracts.PIPELINE_RUNS.uri(settings)
         self._written = len(read_records(settings, run_id))
 
     def write(self, record: StepRecord) -> None:
@@ -101,7 +98,7 @@ def read_records(settings: Settings, run_id: str | None = None) -> list[StepReco
     """Every record (of one run), oldest first."""
     import pyarrow.compute as pc
 
-    uri = table_uri(settings)
+    uri = contracts.PIPELINE_RUNS.uri(settings)
     if not lake.table_exists(settings, uri):
         return []
     table = lake.read_table(settings, uri)
@@ -153,7 +150,7 @@ def require_run(settings: Settings, run_id: str) -> list[StepRecord]:
     records = read_records(settings, run_id)
     if not records:
         known = [r.run_id for r in summarize(read_records(settings))[:5]]
-        raise PaylakeError(f"no pipeline run {run_id!r} in {table_uri(settings)}"
+        raise PaylakeError(f"no pipeline run {run_id!r} in {contracts.PIPELINE_RUNS.uri(settings)}"
                            + (f"; the latest: {', '.join(known)}" if known else ": no run recorded yet")
                            + " ('paylake runs' lists them)")
     return records

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import ray
 
+from paylake import contracts
 from paylake.settings import Settings
 
 
@@ -67,7 +68,7 @@ def check_lake(settings: Settings, run_id: str) -> Check:
     from paylake.stores import lake
 
     def action() -> str:
-        uri = lake.table_uri(settings, "ops", "smoke_check")
+        uri = contracts.SMOKE_CHECKS.uri(settings)
         rows = pa.table({"run_id": [run_id], "at": pa.array([time.time()], pa.float64())})
         batch = lake.delta_state(settings, uri, "paylake.smoke").batch + 1
         lake.append_rows(settings, uri, rows, app_id="paylake.smoke", batch=batch, state={"run_id": run_id})

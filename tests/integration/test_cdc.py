@@ -10,10 +10,11 @@ import re
 import pyarrow.compute as pc
 import pytest
 
+from paylake import contracts
 from paylake.cdc.decoding import lsn_to_int
 from paylake.cdc.stream import drain, follow, lag
 from paylake.errors import PaylakeError
-from paylake.extract.run import bronze_uri, extract, sources
+from paylake.extract.run import extract, sources
 from paylake.extract.verify import verify_bronze
 from paylake.sources.generator import SCALES
 from paylake.sources.migrate import isolated_sources
@@ -67,13 +68,13 @@ def caught_up(settings, mark: str) -> bool:
 
 
 def bronze(settings, table: str):
-    return lake.read_table(settings, bronze_uri(settings, sources(settings, [table])[0]))
+    return lake.read_table(settings, contracts.bronze(sources(settings, [table])[0]).uri(settings))
 
 
 def versions(settings) -> dict[str, int]:
     from deltalake import DeltaTable
 
-    return {t: DeltaTable(bronze_uri(settings, sources(settings, [t])[0]),
+    return {t: DeltaTable(contracts.bronze(sources(settings, [t])[0]).uri(settings),
                           storage_options=lake.storage_options(settings)).version() for t in TABLES}
 
 

@@ -11,8 +11,9 @@ import pyarrow.compute as pc
 import pytest
 from bson import ObjectId
 
+from paylake import contracts
 from paylake.errors import ContractError, PaylakeError
-from paylake.extract.run import ExtractOptions, bronze_uri, extract, quarantine_uri, sources
+from paylake.extract.run import ExtractOptions, extract, sources
 from paylake.extract.verify import verify_bronze
 from paylake.sources.generator import SCALES
 from paylake.sources.migrate import isolated_sources
@@ -43,7 +44,7 @@ def s3_settings(sources_db):
 def versions(settings) -> dict[str, int]:
     from deltalake import DeltaTable
 
-    return {f"{s.kind}.{s.name}": DeltaTable(bronze_uri(settings, s), storage_options=lake.storage_options(
+    return {f"{s.kind}.{s.name}": DeltaTable(contracts.bronze(s).uri(settings), storage_options=lake.storage_options(
         settings)).version() for s in sources(settings)}
 
 
@@ -51,19 +52,19 @@ def test_full_load_lands_every_source_equal_to_it(s3_settings):
     results = verify_bronze(s3_settings)
     assert len(results) == 17
     assert [r for r in results if r.result != "equal"] == []
-    assert all(bronze_uri(s3_settings, s).startswith("s3://paylake-lake/tests/") for s in sources(s3_settings))
+    assert all(contracts.bronze(s).uri(s3_settings).startswith("s3://paylake-lake/tests/") for s in sources(s3_settings))
 
 
 def test_bronze_keeps_catalog_types_and_load_metadata(s3_settings):
-    table = lake.read_table(s3_settings, bronze_uri(s3_settings, next(
-        s for s in sources(s3_settings, ["postgres.transaction"]))))
+    table = lake.read_table(s3_settings, contracts.bronze(next(
+        s for s in sources(s3_settings, ["postgres.transaction"]))).uri(s3_settings))
     assert table.schema.field("amount").type == pa.decimal128(14, 2)
     assert table.schema.field("datetime").type == pa.timestamp("us", tz="UTC")
     assert set(table["_source"].unique().to_pylist()) == {"postgres:oltp.transaction"}
     assert table["_batch_id"].unique().to_pylist() == [1]
-    customer = lake.read_table(s3_settings, bronze_uri(s3_settings, sources(s3_settings, ["postgres.customer"])[0]))
+    customer = lake.read_table(s3_settings, contracts.bronze(sources(s3_settings, ["postgres.customer"])[0]).uri(s3_settings))
     assert "password" not in customer.column_names, "credentials never leave the OLTP system"
-    log = lake.read_table(s3_settings, bronze_uri(s3_settings, sources(s3_settings, ["mongo.Log"])[0]))
+    log = lake.read_table(s3_settings, contracts.bronze(sources(s3_settings, ["mongo.Log"])[0]).uri(s3_settings))
     assert pa.types.is_list(log.schema.field("lines").type)
     assert pa.types.is_struct(log.schema.field("lines").type.value_type)
 
@@ -98,11 +99,11 @@ def test_incremental_run_merges_changed_and_new_rows(s3_settings):
     assert report["postgres.location"].rows_written == 1
     assert after["postgres.customer"] == before["postgres.customer"]
     assert [r for r in verify_bronze(s3_settings) if r.result != "equal"] == []
-    merchant = lake.read_table(s3_settings, bronze_uri(s3_settings, sources(s3_settings, ["postgres.merchant"])[0]))
+    merchant = lake.read_table(s3_settings, contracts.bronze(sources(s3_settings, ["postgres.merchant"])[0]).uri(s3_settings))
     renamed = merchant.filter(pc.is_in(merchant["merchantid"], pa.array([1, 2])))
     assert all(name.endswith("(renamed)") for name in renamed["name"].to_pylist())
     assert set(renamed["_batch_id"].to_pylist()) == {2}
-    state = lake.delta_state(s3_settings, bronze_uri(s3_settings, sources(s3_settings, ["postgres.merchant"])[0]),
+    state = lake.delta_state(s3_settings, contracts.bronze(sources(s3_settings, ["postgres.merchant"])[0]).uri(s3_settings),
                              "paylake.extract")
     assert state.batch == 2 and state.state["cursor"]
 
@@ -111,7 +112,7 @@ def test_crash_between_data_write_and_commit_then_rerun_gives_exact_source(sourc
     local = on_lake(sources_db, str(tmp_path / "lake"))
     with pytest.raises(PaylakeError, match="crash injected"):
         extract(local, only=["postgres.transaction"], options=ExtractOptions(crash_after_write="transaction"))
-    uri = bronze_uri(local, sources(local, ["postgres.transaction"])[0])
+    uri = contracts.bronze(sources(local, ["postgres.transaction"])[0]).uri(local)
     assert not lake.table_exists(local, uri), "nothing is committed before the commit"
     assert any(p.suffix == ".parquet" for p in (tmp_path / "lake").rglob("*")), "the data files were written"
     extract(local, only=["postgres.transaction"])
@@ -149,17 +150,17 @@ def test_malformed_documents_go_to_quarantine_with_reasons(sources_db, tmp_path)
         assert report.quarantined == 3
         assert report.rows_written == good - 3
         source = sources(local, ["mongo.CustomerReview"])[0]
-        held = lake.read_table(local, quarantine_uri(local, source)).to_pylist()
+        held = lake.read_table(local, contracts.quarantine(source).uri(local)).to_pylist()
         by_key = {row["key"]: row for row in held}
         assert set(by_key) == {str(i) for i in ids}
         assert "rating" in by_key[str(ids[0])]["reason"] and "timestamp" in by_key[str(ids[0])]["reason"]
         assert "message" in by_key[str(ids[1])]["reason"]
         assert "customerId" in by_key[str(ids[2])]["reason"]
         assert '"way too good"' in by_key[str(ids[0])]["raw"]
-        bronze = lake.read_table(local, bronze_uri(local, source))
+        bronze = lake.read_table(local, contracts.bronze(source).uri(local))
         assert not set(bronze["_id"].to_pylist()) & {str(i) for i in ids}
         extract(local, only=["mongo.CustomerReview"], options=dataclasses.replace(tolerant, full=True))
-        assert lake.read_table(local, quarantine_uri(local, source)).num_rows == 3, "a replay adds nothing"
+        assert lake.read_table(local, contracts.quarantine(source).uri(local)).num_rows == 3, "a replay adds nothing"
         with pytest.raises(ContractError, match="above the threshold"):
             extract(local, only=["mongo.CustomerReview"],
                     options=ExtractOptions(full=True, quarantine_threshold=0.0))

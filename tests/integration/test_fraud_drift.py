@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from paylake import contracts
 from paylake.extract.run import extract
 from paylake.ml.fraud.drift import DriftOptions, run_drift
 from paylake.ml.fraud.feature_build import build_features
@@ -75,12 +76,11 @@ def _serve_current_window(settings, shift: float = 0.0) -> int:
     import numpy as np
 
     from paylake.ml.fraud.drift import _champion
-    from paylake.ml.fraud.feature_build import feature_uri
     from paylake.serving.records import ScoreRecorder, record
 
     champion = _champion(settings, FRAUD_MODEL)
     con = duckdb.connect()
-    con.register("feature_rows", lake.dataset(settings, feature_uri(settings)))
+    con.register("feature_rows", lake.dataset(settings, contracts.FRAUD_FEATURES.uri(settings)))
     rows = con.sql(f"select * from feature_rows where datetime >= (select max(datetime) from feature_rows) - "
                    f"interval {OPTIONS.window.days} day").to_arrow_table()
     con.close()

@@ -12,9 +12,10 @@ import uuid
 import pyarrow.compute as pc
 import pytest
 
+from paylake import contracts
 from paylake.errors import ContractError
 from paylake.ml.fraud import features
-from paylake.ml.fraud.feature_build import build_features, feature_uri, silver_connection
+from paylake.ml.fraud.feature_build import build_features, silver_connection
 from paylake.ml.fraud.labels import CONFIRMATIONS_SQL
 from paylake.ml.fraud.online import RedisOnlineStore, publish_state, transaction_features, transactions_features
 from paylake.stores import lake
@@ -27,7 +28,7 @@ def silver(fraud_lake):
 
 @pytest.fixture(scope="module")
 def batch(fraud_lake):
-    table = lake.read_table(fraud_lake, feature_uri(fraud_lake))
+    table = lake.read_table(fraud_lake, contracts.FRAUD_FEATURES.uri(fraud_lake))
     return {row["transactionid"]: row for row in table.to_pylist()}
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from paylake import contracts
 from paylake.ml.logs.data import read_sessions
 from paylake.ml.logs.scorer import load_scorer
-from paylake.security.alerts import ALERT_TABLE, MonitorOptions, alert_uri, monitor_logs
+from paylake.security.alerts import ALERT_TABLE, MonitorOptions, monitor_logs
 from paylake.sources.dblogs import SCENARIOS, generate_log_sessions
 from paylake.stores import lake, mongo
 from paylake.stores import snowflake as snowflake_store
@@ -65,12 +66,12 @@ def test_alerts_cover_the_scenarios_land_in_the_lake_and_snowflake_and_are_never
     alerted = {sessions[a["SessionID"]].scenario for a in first.alerts}
     assert set(UNKNOWN_KEY) <= alerted, alerted
     assert any(a["Rules"] for a in first.alerts) and all(a["ModelVersion"] == trained_logs.version for a in first.alerts)
-    rows = lake.read_table(log_lake, alert_uri(log_lake)).num_rows
+    rows = lake.read_table(log_lake, contracts.SECURITY_ALERTS.uri(log_lake)).num_rows
     assert rows == len(first.alerts) == first.warehouse_rows
 
     again = monitor_logs(log_lake, options)
     assert again.new_sessions == 0 and again.alerts == [] and again.skipped == {}
-    assert lake.read_table(log_lake, alert_uri(log_lake)).num_rows == rows
+    assert lake.read_table(log_lake, contracts.SECURITY_ALERTS.uri(log_lake)).num_rows == rows
     with snowflake_store.connect(log_lake) as conn:
         (count, distinct) = conn.cursor().execute(
             f"select count(*), count(distinct SessionID) from {qualified(log_lake, ALERT_TABLE)}").fetchone()

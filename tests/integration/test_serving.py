@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 import pytest
 from mlflow import MlflowClient
 
-from paylake.ml.fraud.feature_build import feature_uri, silver_connection
+from paylake import contracts
+from paylake.ml.fraud.feature_build import silver_connection
 from paylake.ml.fraud.online import RedisOnlineStore, publish_state
 from paylake.ml.fraud.scorer import FraudScorer
 from paylake.ml.logs.data import read_sessions, split
@@ -141,7 +142,7 @@ def test_auth_size_and_field_errors(service, fraud_lake):
 def test_the_online_score_equals_the_batch_models_score_on_batch_features(service, fraud_lake):
     import numpy as np
 
-    table = lake.read_table(fraud_lake, feature_uri(fraud_lake)).sort_by("datetime")
+    table = lake.read_table(fraud_lake, contracts.FRAUD_FEATURES.uri(fraud_lake)).sort_by("datetime")
     row = table.slice(int(table.num_rows * 0.9), 1).to_pylist()[0]
     con = silver_connection(fraud_lake)
     try:
@@ -316,7 +317,7 @@ def test_scored_transactions_are_recorded_in_the_lake_without_pii(service, fraud
     from paylake.serving.app import APP_NAME
 
     serve.get_deployment_handle("fraud", app_name=APP_NAME).flush_records.remote().result()
-    rows = lake.read_table(fraud_lake, records.table_uri(fraud_lake))
+    rows = lake.read_table(fraud_lake, contracts.SERVED_FRAUD_SCORES.uri(fraud_lake))
     assert rows.schema.names == records.SCHEMA.names
     assert rows.num_rows >= 50 and "req-42" in rows["request_id"].to_pylist()  # the id the client sent
     assert len(set(pc.unique(rows["model_version"]).to_pylist())) >= 2  # before and after the promotion

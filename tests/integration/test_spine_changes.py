@@ -16,6 +16,7 @@ import uuid
 
 import pytest
 
+from paylake import contracts
 from paylake.cdc.stream import drain
 from paylake.pipeline import run_pipeline
 from paylake.sources.generator import SCALES
@@ -200,7 +201,7 @@ def test_a_day_of_changes_through_the_users_commands_with_a_publish_between(spin
     import math
 
     from paylake.ml.fraud import features
-    from paylake.ml.fraud.feature_build import build_features, feature_uri
+    from paylake.ml.fraud.feature_build import build_features
     from paylake.ml.fraud.online import RedisOnlineStore, transactions_features
     from paylake.stores import lake
     from tests.conftest import run_cli
@@ -247,7 +248,7 @@ def test_a_day_of_changes_through_the_users_commands_with_a_publish_between(spin
     assert answers_differ(spine) == {}
     build_features(spine)
     assert run_cli(spine, monkeypatch, "features").exit_code == 0  # the next publish, from today's silver
-    batch = {r["transactionid"]: r for r in lake.read_table(spine, feature_uri(spine)).to_pylist()
+    batch = {r["transactionid"]: r for r in lake.read_table(spine, contracts.FRAUD_FEATURES.uri(spine)).to_pylist()
              if r["transactionid"] in {s["transactionid"] for s in sales}}
     sales = [dict(s, amount_eur=batch[s["transactionid"]]["amount_eur"]) for s in sales]
     mismatches = {}

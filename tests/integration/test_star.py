@@ -13,6 +13,7 @@ import uuid
 import pyarrow as pa
 import pytest
 
+from paylake import contracts
 from paylake.extract.run import extract
 from paylake.sources import reference
 from paylake.sources.generator import SCALES
@@ -20,8 +21,8 @@ from paylake.sources.migrate import isolated_sources
 from paylake.sources.seed import seed
 from paylake.stores import lake, postgres
 from paylake.stores import snowflake as snowflake_store
-from paylake.transform.silver import ENTITIES, build_silver, entity_uri
-from paylake.transform.star import build_star, gold_uri
+from paylake.transform.silver import ENTITIES, build_silver
+from paylake.transform.star import build_star
 from paylake.warehouse import star_ddl
 from paylake.warehouse.load import load_star
 from tests.integration.business import SOURCE_SQL, source_answer, warehouse_answer
@@ -57,7 +58,7 @@ def pg(settings, sql, *params):
 def test_gold_tables_have_exactly_the_ddl_columns_and_types(star):
     settings = star["settings"]
     for table in star_ddl.table_names():
-        schema = lake.read_table(settings, gold_uri(settings, table)).schema
+        schema = lake.read_table(settings, contracts.gold(table).uri(settings)).schema
         expected = star_ddl.arrow_schema(table)
         assert [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in expected], table
 
@@ -70,7 +71,7 @@ def test_every_table_was_loaded_and_reconciled(star):
         cur = conn.cursor()
         for table in ("FACT_Revenue", "DIM_Customer"):
             cur.execute(f"select count(*) from {settings.snowflake_database}.STAR.{table}")
-            assert cur.fetchone()[0] == lake.read_table(settings, gold_uri(settings, table)).num_rows
+            assert cur.fetchone()[0] == lake.read_table(settings, contracts.gold(table).uri(settings)).num_rows
 
 
 @pytest.mark.parametrize("question", list(SOURCE_SQL))
@@ -91,7 +92,7 @@ def test_no_clear_pii_in_silver_gold_or_snowflake(star):
         emails = {r[0] for r in conn.execute("select pii.decrypt(emailencrypted) from oltp.customer limit 50")}
     names = {f"{f} {last}" for f in reference.FIRST_NAMES for last in reference.LAST_NAMES}
     texts: set[str] = set()
-    uris = [gold_uri(settings, t) for t in star_ddl.table_names()] + [entity_uri(settings, e.name) for e in ENTITIES]
+    uris = [contracts.gold(t).uri(settings) for t in star_ddl.table_names()] + [contracts.silver(e.name).uri(settings) for e in ENTITIES]
     for uri in uris:
         data = lake.read_table(settings, uri)
         assert not [c for c in data.column_names if PII_COLUMN.search(c)], uri
@@ -120,19 +121,19 @@ def test_scd2_keeps_the_old_version_when_a_segment_changes(star):
     star["changed_customer"] = customer_id
     gold, _ = run_all(settings)
     assert "1 SCD2 change" in gold["DIM_Customer"].state
-    dim = lake.read_table(settings, gold_uri(settings, "DIM_Customer")).to_pylist()
+    dim = lake.read_table(settings, contracts.gold("DIM_Customer").uri(settings)).to_pylist()
     versions = sorted((r for r in dim if r["CustomerID"] == customer_id), key=lambda r: r["ValidFrom"])
     assert [(v["Segment"], v["IsCurrent"]) for v in versions] == [(segment, False), ("premium", True)]
     assert versions[0]["ValidTo"] == versions[1]["ValidFrom"]
     assert versions[1]["ValidTo"] == dt.datetime(9999, 12, 31)
-    facts = lake.read_table(settings, gold_uri(settings, "FACT_CustomerSegmentation")).to_pylist()
+    facts = lake.read_table(settings, contracts.gold("FACT_CustomerSegmentation").uri(settings)).to_pylist()
     keys = {f["CustomerKey"] for f in facts}
     assert versions[0]["CustomerKey"] in keys, "past facts keep the version valid at their time"
 
 
 def test_incremental_rebuild_replaces_only_the_touched_dates(star):
     settings = star["settings"]
-    before = lake.read_table(settings, gold_uri(settings, "FACT_Revenue"))
+    before = lake.read_table(settings, contracts.gold("FACT_Revenue").uri(settings))
     txid, when = pg(settings, "select transactionid, datetime from oltp.transaction t join oltp.transactionstatus"
                               " s using (statusid) where s.name = 'succeeded' order by transactionid limit 1")[0]
     with postgres.connect(settings) as conn:
@@ -143,7 +144,7 @@ def test_incremental_rebuild_replaces_only_the_touched_dates(star):
     assert gold["FACT_Revenue"].state == "replaced 1 date(s)"
     assert loads["FACT_Revenue"].state == "loaded 1 date(s)"
     assert loads["FACT_Revenue"].updated >= 1
-    after = lake.read_table(settings, gold_uri(settings, "FACT_Revenue"))
+    after = lake.read_table(settings, contracts.gold("FACT_Revenue").uri(settings))
     other = pa.compute.not_equal(before["DateKey"], date_key)
     other_after = pa.compute.not_equal(after["DateKey"], date_key)
     assert after.filter(other_after).sort_by([(c, "ascending") for c in star_ddl.primary_key("FACT_Revenue")]) \

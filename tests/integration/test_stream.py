@@ -16,8 +16,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+from paylake import contracts
 from paylake.cdc.stream import lag
-from paylake.extract.run import bronze_uri, sources
+from paylake.extract.run import sources
 from paylake.ml.fraud.online import RedisOnlineStore
 from paylake.pipeline import run_pipeline
 from paylake.realtime import FAULT_ENV, stream
@@ -73,7 +74,7 @@ def realtime_rows(settings, ids: list[int]) -> dict[int, int]:
 
 
 def bronze_counts(settings, ids: list[int]) -> dict[int, int]:
-    table = lake.read_table(settings, bronze_uri(settings, sources(settings, ["postgres.transaction"])[0]))
+    table = lake.read_table(settings, contracts.bronze(sources(settings, ["postgres.transaction"])[0]).uri(settings))
     picked = table.filter(pc.is_in(table["transactionid"], value_set=pc.cast(ids, table["transactionid"].type)))
     counts: dict[int, int] = {}
     for t in picked["transactionid"].to_pylist():

@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 import psycopg
 import pyarrow as pa
 
-from paylake import metrics
+from paylake import contracts, metrics
 from paylake.cdc import decoding
 from paylake.errors import ContractError, PaylakeError
 from paylake.extract.catalog import read_pg_table
 from paylake.extract.postgres import PostgresTableSource
-from paylake.extract.run import bronze_uri, quarantine, with_load_metadata
+from paylake.extract.run import quarantine, with_load_metadata
 from paylake.settings import Settings
 from paylake.stores import lake, postgres
 from paylake.stores.replication import check_slot_name, default_slot, missing_slot, slot_error
@@ -171,7 +171,7 @@ def apply_table(settings: Settings, batch: decoding.TableBatch, *, slot: str, ls
                     source.table.qualified, source.name)
     if batch.rows.num_rows:
         data = with_load_metadata(batch.rows, source.source_id, extracted_at, lsn)
-        merged = lake.merge_rows(settings, bronze_uri(settings, source), data, keys=source.keys,
+        merged = lake.merge_rows(settings, contracts.bronze(source).uri(settings), data, keys=source.keys,
                                  app_id=f"paylake.cdc:{slot}", batch=lsn, state={"lsn": decoding.int_to_lsn(lsn)},
                                  changed=None, delete_when="s._op = 'D'", extra_columns=("_op", "_lsn"))
         report.replayed = not merged
@@ -185,7 +185,7 @@ def apply_table(settings: Settings, batch: decoding.TableBatch, *, slot: str, ls
 
 def _require_bronze(settings: Settings, batches: dict[str, decoding.TableBatch]) -> None:
     missing = [b.table.name for b in batches.values()
-               if not lake.table_exists(settings, bronze_uri(settings, PostgresTableSource(b.table)))]
+               if not lake.table_exists(settings, contracts.bronze(PostgresTableSource(b.table)).uri(settings))]
     if missing:
         only = " ".join(f"--only postgres.{name}" for name in sorted(missing))
         raise PaylakeError(f"bronze table(s) {', '.join(sorted(missing))} do not exist yet under "

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from paylake import contracts
 from paylake.cli.base import app, db_app, expected_failures, needs
 from paylake.errors import PaylakeError
 from paylake.report import console, summary_table
@@ -336,14 +337,14 @@ def features_command(
                                           )] = True,
 ) -> None:
     """Silver → gold/features/fraud: point-in-time fraud features of every transaction (Ray tasks, DuckDB)."""
-    from paylake.ml.fraud.feature_build import build_features, feature_uri
+    from paylake.ml.fraud.feature_build import build_features
     from paylake.ml.fraud.online import RedisOnlineStore, publish_state
     from paylake.settings import load_settings
 
     settings = load_settings()
     with console.status("computing the fraud features"):
         report = build_features(settings)
-    console.print(summary_table(f"features → {feature_uri(settings)}", ["rows", "version", "state", "seconds",
+    console.print(summary_table(f"features → {contracts.FRAUD_FEATURES.uri(settings)}", ["rows", "version", "state", "seconds",
                                                                           "rows/s"],
                                 [(report.rows if report.rows >= 0 else "-", report.version, report.state,
                                   report.seconds, report.rows / report.seconds if report.rows > 0 else "-")]))

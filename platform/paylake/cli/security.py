@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from paylake import contracts
 from paylake.cli.base import app, expected_failures, needs
 from paylake.report import console
 
@@ -29,7 +30,7 @@ def monitor_logs_command(
     import datetime as dt
     import json
 
-    from paylake.security.alerts import MonitorOptions, alert_uri, monitor_logs
+    from paylake.security.alerts import MonitorOptions, monitor_logs
     from paylake.security.key_review import ReviewOptions
     from paylake.settings import load_settings
 
@@ -43,7 +44,7 @@ def monitor_logs_command(
     skipped = ", ".join(f"{v} {k}" for k, v in report.skipped.items()) or "none"
     sources = ", ".join(f"{v} by {k}" for k, v in sorted(report.by_source.items())) or "none"
     console.print(f"{report.new_sessions} new session(s) scored with paylake-logseq v{report.model_version}: "
-                  f"{len(report.alerts)} alert(s) ({sources}); skipped: {skipped}; alerts in {alert_uri(settings)}"
+                  f"{len(report.alerts)} alert(s) ({sources}); skipped: {skipped}; alerts in {contracts.SECURITY_ALERTS.uri(settings)}"
                   + (f" and Snowflake SECURITY_Alert ({report.warehouse_rows} rows)"
                      if report.warehouse_rows is not None else "") + f"; new keys under review "
                   f"{report.keys_in_review}, admitted {len(report.keys_admitted)}; {report.seconds:.1f} s",

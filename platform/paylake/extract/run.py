@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from paylake import metrics
+from paylake import contracts, metrics
 from paylake.errors import ContractError, PaylakeError
 from paylake.extract.catalog import METADATA_FIELDS, list_pg_tables, read_pg_table
 from paylake.extract.mongo import MongoCollectionSource
@@ -48,8 +48,8 @@ from paylake.stores.replication import Slot, ensure_slot
 
 log = logging.getLogger(__name__)
 
-APP_ID = "paylake.extract"
-QUARANTINE_APP_ID = "paylake.extract.quarantine"
+APP_ID = contracts.EXTRACT_APP
+QUARANTINE_APP_ID = contracts.QUARANTINE_APP
 
 
 @dataclass(frozen=True)
@@ -111,14 +111,6 @@ def sources(settings: Settings, only: list[str] | None = None) -> list[Source]:
     return chosen
 
 
-def bronze_uri(settings: Settings, source) -> str:
-    return lake.table_uri(settings, *source.bronze_path())
-
-
-def quarantine_uri(settings: Settings, source) -> str:
-    return lake.table_uri(settings, "quarantine", source.kind, source.name.lower())
-
-
 @ray.remote(num_cpus=1, max_retries=2)
 def _read(source, settings: Settings, task, write_to: str | None, batch: int, extracted_at: dt.datetime) -> TaskResult:
     data, rejects = source.read(settings, task)
@@ -172,7 +164,7 @@ def extract(settings: Settings, *, only: list[str] | None = None, options: Extra
                      slot.name, slot.consistent_lsn)
     with Handles(settings) as handles:
         for source in chosen:
-            uri = bronze_uri(settings, source)
+            uri = contracts.bronze(source).uri(settings)
             state = lake.delta_state(settings, uri, APP_ID)
             # reconciled with another slot (or none): the deletes in between are unknown, take the table whole
             incremental = state.exists and not options.full and not (
@@ -233,7 +225,7 @@ def finish_table(settings: Settings, source, uri: str, state: lake.DeltaState, i
         raise ContractError(
             f"{name}: {quarantined:,} of {report.rows_read:,} rows ({quarantined / report.rows_read:.1%}) broke the "
             f"contract, above the threshold of {options.quarantine_threshold:.1%}: nothing was committed; read "
-            f"{quarantine_uri(settings, source)}, fix the source, and run again")
+            f"{contracts.quarantine(source).uri(settings)}, fix the source, and run again")
     cursors = [c for c in (r.cursor for r in results) if c] + ([state.state["cursor"]] if state.state.get(
         "cursor") else [])
     new_state = {"cursor": max(cursors, key=dt.datetime.fromisoformat) if cursors else None, "rows": rows}
@@ -270,7 +262,7 @@ def quarantine(settings: Settings, source, rejects: pa.Table, extracted_at: dt.d
     rows = rejects.append_column("_source", pa.array([source.source_id] * n)) \
         .append_column("_extracted_at", pa.array([extracted_at] * n, pa.timestamp("us", tz="UTC"))) \
         .append_column("_batch_id", pa.array([batch] * n, pa.int64()))
-    uri = quarantine_uri(settings, source)
+    uri = contracts.quarantine(source).uri(settings)
     version = lake.delta_state(settings, uri, QUARANTINE_APP_ID).batch + 1
     lake.merge_rows(settings, uri, rows, keys=["key", "raw"], app_id=QUARANTINE_APP_ID, batch=version,
                     state={"source": source.source_id}, changed="false")

@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 from bson import json_util
 from pymongo.errors import PyMongoError
 
+from paylake import contracts
 from paylake.extract.mongo import MongoCollectionSource
-from paylake.extract.run import bronze_uri, quarantine_uri, sources
+from paylake.extract.run import sources
 from paylake.settings import Settings
 from paylake.stores import lake, mongo, postgres
 
@@ -93,7 +94,7 @@ def postgres_checksum_sql(column: str, typname: str) -> str:
 def verify_bronze(settings: Settings, only: list[str] | None = None) -> list[VerifyResult]:
     results = []
     for source in sources(settings, only):
-        uri = bronze_uri(settings, source)
+        uri = contracts.bronze(source).uri(settings)
         if not lake.table_exists(settings, uri):
             results.append(VerifyResult(f"{source.kind}.{source.name}", -1, 0, 0, "no bronze table"))
             continue
@@ -110,7 +111,7 @@ def verify_bronze(settings: Settings, only: list[str] | None = None) -> list[Ver
 def quarantined_records(settings: Settings, source, bronze: pa.Table) -> list[tuple[str, str]]:
     """(key as text, raw record) of the source's quarantined records that are not
     in bronze (a record fixed at the source and extracted since is in both)."""
-    uri = quarantine_uri(settings, source)
+    uri = contracts.quarantine(source).uri(settings)
     if not lake.table_exists(settings, uri):
         return []
     keys = lake.read_table(settings, uri, columns=["key", "raw"])

@@ -31,29 +31,14 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from paylake import contracts
 from paylake.ml.logs.data import read_sessions
 from paylake.security import key_review, rules
 from paylake.settings import Settings
 from paylake.stores import lake
 
-APP_ID = "paylake-monitor-logs"
+APP_ID = contracts.MONITOR_APP
 ALERT_TABLE = "SECURITY_Alert"
-
-
-def alert_uri(settings: Settings) -> str:
-    return lake.table_uri(settings, "gold", "security", "alert")
-
-
-def scored_uri(settings: Settings) -> str:
-    return lake.table_uri(settings, "gold", "security", "scored_session")
-
-
-def review_uri(settings: Settings) -> str:
-    return lake.table_uri(settings, "gold", "security", "key_review")
-
-
-def snapshot_uri(settings: Settings) -> str:
-    return lake.table_uri(settings, "gold", "security", "privilege_snapshot")
 
 
 @dataclass(frozen=True)
@@ -121,7 +106,7 @@ def make_alert(session, verdict: dict, fired: list[dict], model_name: str, model
 
 
 def _scored_ids(settings: Settings) -> list[str]:
-    uri = scored_uri(settings)
+    uri = contracts.SCORED_SESSIONS.uri(settings)
     if lake.table_version(settings, uri) is None:
         return []
     return lake.read_table(settings, uri, columns=["session_id"])["session_id"].to_pylist()
@@ -159,7 +144,7 @@ def monitor_logs(settings: Settings, options: MonitorOptions = MonitorOptions(),
                        "alerted": alert is not None, "skipped_reason": None})
     scored += [{"session_id": sid, "scored_at": now, "model_version": version, "anomalous": None, "score": None,
                 "alerted": False, "skipped_reason": reason} for sid, reason in new.skipped_ids]
-    new_alerts = _insert(settings, alert_uri(settings), alerts, ALERT_SCHEMA, "AlertID")
+    new_alerts = _insert(settings, contracts.SECURITY_ALERTS.uri(settings), alerts, ALERT_SCHEMA, "AlertID")
     _record_snapshot(settings, catalog)
     known = scorer.vocabulary.index
     with_new = [n for n, (keys, _, fired, _) in enumerate(reviewed) if not fired and any(not known(k) for k in keys)]
@@ -171,7 +156,7 @@ def monitor_logs(settings: Settings, options: MonitorOptions = MonitorOptions(),
         reviewed[n] = (*reviewed[n][:2], n not in verdicts_rest or bool(verdicts_rest[n]["anomalous"]), reviewed[n][3])
     reviews = key_review.review_keys(reviews, [r[:3] for r in reviewed], lambda key: known(key) != 0)
     _store_reviews(settings, reviews)
-    _insert(settings, scored_uri(settings), scored, SCORED_SCHEMA, "session_id")
+    _insert(settings, contracts.SCORED_SESSIONS.uri(settings), scored, SCORED_SCHEMA, "session_id")
     report = MonitorReport(version, len(new.sessions), alerts, dict(new.skipped), keys_in_review=len(reviews),
                            keys_admitted=admitted)
     for alert in alerts:
@@ -219,7 +204,7 @@ def score_with_admitted(scorer, sessions: list[tuple[str, ...]], admitted: list[
 
 
 def _reviews(settings: Settings) -> list[key_review.Review]:
-    uri = review_uri(settings)
+    uri = contracts.KEY_REVIEW.uri(settings)
     if lake.table_version(settings, uri) is None:
         return []
     return [key_review.Review(**row) for row in lake.read_table(settings, uri).to_pylist()]
@@ -228,7 +213,7 @@ def _reviews(settings: Settings) -> list[key_review.Review]:
 def _store_reviews(settings: Settings, reviews: list[key_review.Review]) -> None:
     import dataclasses
 
-    uri = review_uri(settings)
+    uri = contracts.KEY_REVIEW.uri(settings)
     if not reviews and lake.table_version(settings, uri) is None:
         return
     data = pa.Table.from_pylist([dataclasses.asdict(r) for r in reviews], schema=REVIEW_SCHEMA)
@@ -237,7 +222,7 @@ def _store_reviews(settings: Settings, reviews: list[key_review.Review]) -> None
 
 def _earlier_snapshots(settings: Settings, catalog: rules.Catalog) -> list[dict]:
     """The privilege readings of earlier runs for the roles ``catalog`` asks about."""
-    uri = snapshot_uri(settings)
+    uri = contracts.PRIVILEGE_SNAPSHOTS.uri(settings)
     roles = sorted({role for role, _, _ in catalog.privileges})
     if not roles or lake.table_version(settings, uri) is None:
         return []
@@ -252,7 +237,7 @@ def _record_snapshot(settings: Settings, catalog: rules.Catalog) -> None:
     happened; a few dozen rows per run): the history the next runs judge older sessions by."""
     rows = rules.snapshot_rows(catalog)
     if rows and catalog.read_at is not None:
-        uri = snapshot_uri(settings)
+        uri = contracts.PRIVILEGE_SNAPSHOTS.uri(settings)
         lake.append_rows(settings, uri, pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA), app_id=APP_ID,
                          batch=_batch(settings, uri), state={"rows": len(rows)})
 
@@ -261,7 +246,7 @@ def _warehouse_behind(settings: Settings) -> bool:
     """Whether the lake's alert table has a version Snowflake has not received (e.g. a crash before the load)."""
     from paylake.warehouse.load import loaded_versions
 
-    version = lake.table_version(settings, alert_uri(settings))
+    version = lake.table_version(settings, contracts.SECURITY_ALERTS.uri(settings))
     return version is not None and loaded_versions(settings).get(ALERT_TABLE.upper()) != version
 
 
@@ -270,7 +255,7 @@ def load_alerts(settings: Settings) -> int:
     from paylake.warehouse import load as warehouse_load
     from paylake.warehouse import snowflake, star_ddl
 
-    uri = alert_uri(settings)
+    uri = contracts.SECURITY_ALERTS.uri(settings)
     version = lake.table_version(settings, uri)
     data = lake.read_table(settings, uri)
     snowflake.apply_ddl(settings, star_ddl.security_tables())

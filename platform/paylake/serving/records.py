@@ -17,6 +17,7 @@ import uuid
 
 import pyarrow as pa
 
+from paylake import contracts
 from paylake.settings import Settings
 from paylake.stores import lake
 
@@ -27,10 +28,6 @@ SCHEMA = pa.schema([
     ("model_version", pa.string()), ("score", pa.float64()), ("decision", pa.string()),
     ("defaulted", pa.int32()), ("latency_ms", pa.float64()), ("scored_at", pa.timestamp("us", tz="UTC")),
 ])
-
-
-def table_uri(settings: Settings) -> str:
-    return lake.table_uri(settings, "gold", "serving", "fraud_score")
 
 
 class ScoreRecorder:
@@ -51,7 +48,7 @@ class ScoreRecorder:
     def __init__(self, settings: Settings, every_s: float = 2.0, max_rows: int = 50_000,
                  max_buffer: int = 200_000) -> None:
         self.settings, self.every_s, self.max_rows, self.max_buffer = settings, every_s, max_rows, max_buffer
-        self.uri = table_uri(settings)
+        self.uri = contracts.SERVED_FRAUD_SCORES.uri(settings)
         self.app_id = f"serving-{uuid.uuid4().hex[:12]}"
         self._rows: list[dict] = []
         self._pending: list[tuple[int, list[dict]]] = []  # cut, not committed yet

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 import ray
 
-from paylake import metrics
+from paylake import contracts, metrics
 from paylake.settings import Settings
 from paylake.stores import lake
 
-APP_ID = "paylake.silver"
+APP_ID = contracts.SILVER_APP
 REPORTING_CURRENCY = "EUR"
 
 
@@ -117,15 +117,6 @@ ENTITIES: tuple[Entity, ...] = (
 )
 
 
-def entity_uri(settings: Settings, name: str) -> str:
-    return lake.table_uri(settings, "silver", name)
-
-
-def bronze_input_uri(settings: Settings, name: str) -> str:
-    kind, table = name.split("/")
-    return lake.table_uri(settings, "bronze", kind, table)
-
-
 def _view_name(name: str) -> str:
     kind, table = name.split("/")
     return f"m_{table}" if kind == "mongo" else table
@@ -134,7 +125,7 @@ def _view_name(name: str) -> str:
 @ray.remote(num_cpus=1)
 def _build(settings: Settings, entity: Entity, versions: dict[str, int]) -> tuple[str, int, bool]:
     table = build_entity(settings, entity)
-    uri = entity_uri(settings, entity.name)
+    uri = contracts.silver(entity.name).uri(settings)
     batch = lake.delta_state(settings, uri, APP_ID).batch + 1
     committed = lake.overwrite_rows(settings, uri, table, app_id=APP_ID, batch=batch, state={"bronze": versions})
     return entity.name, table.num_rows, committed
@@ -149,7 +140,7 @@ def build_entity(settings: Settings, entity: Entity) -> pa.Table:
         con.execute("set TimeZone = 'UTC'")
         con.execute("set variable hash_key = ?", [_hash_key(settings)])
         for name in entity.inputs:
-            con.register(_view_name(name), lake.dataset(settings, bronze_input_uri(settings, name)))
+            con.register(_view_name(name), lake.dataset(settings, contracts.bronze_table(*name.split("/")).uri(settings)))
         return con.sql(entity.sql).to_arrow_table()
     finally:
         con.close()
@@ -182,11 +173,11 @@ def build_silver(settings: Settings, only: list[str] | None = None) -> tuple[lis
     for entity in entities:
         versions = {}
         for name in entity.inputs:
-            version = lake.table_version(settings, bronze_input_uri(settings, name))
+            version = lake.table_version(settings, contracts.bronze_table(*name.split("/")).uri(settings))
             if version is None:
                 raise PaylakeError(f"bronze table {name} does not exist: run 'paylake extract' first")
             versions[name] = version
-        state = lake.delta_state(settings, entity_uri(settings, entity.name), APP_ID)
+        state = lake.delta_state(settings, contracts.silver(entity.name).uri(settings), APP_ID)
         if state.exists and state.state.get("bronze") == versions:
             reports.append(SilverReport(entity.name, -1, "unchanged"))
             continue

@@ -26,15 +26,14 @@ from dataclasses import dataclass
 import pyarrow as pa
 import ray
 
-from paylake import metrics
+from paylake import contracts, metrics
 from paylake.settings import Settings
 from paylake.stores import lake
-from paylake.transform.silver import entity_uri
 from paylake.warehouse.star_ddl import conform
 
 log = logging.getLogger(__name__)
 
-APP_ID = "paylake.gold"
+APP_ID = contracts.GOLD_APP
 OPEN_END = dt.datetime(9999, 12, 31)
 CAPTURED = "t.status not in ('failed', 'pending')"
 
@@ -97,10 +96,6 @@ COMPLIANCE_SQL = """
     from audit_event group by all"""
 
 
-def gold_uri(settings: Settings, table: str) -> str:
-    return lake.table_uri(settings, "gold", table)
-
-
 def _duckdb(settings: Settings, views: dict[str, str]):
     """A DuckDB connection with silver (and gold) tables registered as views."""
     import duckdb
@@ -113,7 +108,7 @@ def _duckdb(settings: Settings, views: dict[str, str]):
 
 
 def _silver(settings: Settings, *names: str) -> dict[str, str]:
-    return {name: entity_uri(settings, name) for name in names}
+    return {name: contracts.silver(name).uri(settings) for name in names}
 
 
 # ----------------------------------------------------------------------------- dimensions
@@ -128,7 +123,7 @@ def build_dimension(settings: Settings, name: str) -> pa.Table:
 def build_dim_customer(settings: Settings, now: dt.datetime) -> tuple[pa.Table, int]:
     """SCD type 2 over silver customers: returns (the dimension, versions opened or closed)."""
     views = _silver(settings, "customer")
-    current_uri = gold_uri(settings, "DIM_Customer")
+    current_uri = contracts.gold("DIM_Customer").uri(settings)
     con = _duckdb(settings, views)
     try:
         if lake.table_exists(settings, current_uri):
@@ -175,7 +170,7 @@ def _aggregate(settings: Settings, dates: list[dt.date], dim_customer: pa.Table)
 
     con = _duckdb(settings, _silver(settings, "payment_method"))
     try:
-        transactions = lake.dataset(settings, entity_uri(settings, "transaction"))
+        transactions = lake.dataset(settings, contracts.silver("transaction").uri(settings))
         con.register("txn", transactions.to_table(filter=ds.field("transaction_date").isin(dates)))
         con.register("dim_customer", dim_customer)
         return {fact: con.sql(sql).to_arrow_table() for fact, sql in FACT_SQL.items()}
@@ -200,8 +195,8 @@ FACT_INPUTS = ("transaction", "payment_method")
 
 def fact_inputs(settings: Settings) -> dict:
     """The versions the facts are built from: the silver inputs and gold ``DIM_Customer``."""
-    return {"silver": {name: lake.table_version(settings, entity_uri(settings, name)) for name in FACT_INPUTS},
-            "dim_customer": lake.table_version(settings, gold_uri(settings, "DIM_Customer"))}
+    return {"silver": {name: lake.table_version(settings, contracts.silver(name).uri(settings)) for name in FACT_INPUTS},
+            "dim_customer": lake.table_version(settings, contracts.gold("DIM_Customer").uri(settings))}
 
 
 def touched_dates(settings: Settings, previous: dict | None, dim_customer: pa.Table) -> tuple[list[dt.date], bool]:
@@ -209,19 +204,19 @@ def touched_dates(settings: Settings, previous: dict | None, dim_customer: pa.Ta
     (the inputs recorded in the facts' last commit), and whether that is every
     date (first build, or the previous inputs can no longer be read: their
     files were vacuumed). ``dim_customer`` is the dimension the facts will join."""
-    con = _duckdb(settings, {"txn": entity_uri(settings, "transaction"),
-                             "payment_method": entity_uri(settings, "payment_method")})
+    con = _duckdb(settings, {"txn": contracts.silver("transaction").uri(settings),
+                             "payment_method": contracts.silver("payment_method").uri(settings)})
     try:
         con.register("dim_customer", dim_customer)
         everything = "select distinct transaction_date from txn where transaction_date is not null order by 1"
         if not previous or not previous.get("silver") or previous.get("dim_customer") is None:
             return [r[0] for r in con.execute(everything).fetchall()], True
         try:
-            con.register("txn_old", lake.dataset(settings, entity_uri(settings, "transaction"),
+            con.register("txn_old", lake.dataset(settings, contracts.silver("transaction").uri(settings),
                                                  previous["silver"]["transaction"]))
-            con.register("payment_method_old", lake.dataset(settings, entity_uri(settings, "payment_method"),
+            con.register("payment_method_old", lake.dataset(settings, contracts.silver("payment_method").uri(settings),
                                                             previous["silver"]["payment_method"]))
-            con.register("dim_customer_old", lake.dataset(settings, gold_uri(settings, "DIM_Customer"),
+            con.register("dim_customer_old", lake.dataset(settings, contracts.gold("DIM_Customer").uri(settings),
                                                           previous["dim_customer"]))
             con.execute("create temp table old_rows as " + FACT_ROWS_SQL.format(
                 txn="txn_old", payment_method="payment_method_old", dim_customer="dim_customer_old"))
@@ -263,17 +258,17 @@ def build_star(settings: Settings, *, parallelism: int = 4) -> list[GoldReport]:
     now = dt.datetime.now(dt.UTC)
 
     def commit(table: str, data: pa.Table, state: dict, predicate: str | None = None) -> bool:
-        uri = gold_uri(settings, table)
+        uri = contracts.gold(table).uri(settings)
         batch = lake.delta_state(settings, uri, APP_ID).batch + 1
         return lake.overwrite_rows(settings, uri, data, app_id=APP_ID, batch=batch, state=state,
                                    predicate=predicate)
 
     def changed(table: str, data: pa.Table) -> bool:
-        uri = gold_uri(settings, table)
+        uri = contracts.gold(table).uri(settings)
         return not lake.table_exists(settings, uri) or not lake.read_table(settings, uri).equals(data)
 
     # the facts commit in FACT_SQL order: the last one's inputs are those of a complete build
-    fact_state = lake.delta_state(settings, gold_uri(settings, list(FACT_SQL)[-1]), APP_ID)
+    fact_state = lake.delta_state(settings, contracts.gold(list(FACT_SQL)[-1]).uri(settings), APP_ID)
     first, last = _date_span(settings)
     dim_date = build_dim_date(first, last)
     for name, data in [("DIM_Date", dim_date)] + [(n, build_dimension(settings, n)) for n in DIMENSION_SQL]:
@@ -304,7 +299,7 @@ def build_star(settings: Settings, *, parallelism: int = 4) -> list[GoldReport]:
         parts = [p[fact] for p in slices if p[fact].num_rows]
         data = conform(fact, pa.concat_tables(parts) if parts else pa.table({}))
         keys = ", ".join(str(int(d.strftime("%Y%m%d"))) for d in dates)
-        full = full or not lake.table_exists(settings, gold_uri(settings, fact))
+        full = full or not lake.table_exists(settings, contracts.gold(fact).uri(settings))
         commit(fact, data, {"inputs": inputs, "dates": [int(d.strftime("%Y%m%d")) for d in dates]},
                predicate=None if full else f"DateKey in ({keys})")
         reports.append(GoldReport(fact, data.num_rows, "rebuilt" if full else f"replaced {len(dates)} date(s)",
@@ -335,7 +330,7 @@ def _date_span(settings: Settings) -> tuple[dt.date, dt.date]:
 
     con = duckdb.connect()
     try:
-        con.register("txn", lake.dataset(settings, entity_uri(settings, "transaction")))
+        con.register("txn", lake.dataset(settings, contracts.silver("transaction").uri(settings)))
         low, high = con.execute("select min(transaction_date), max(transaction_date) from txn").fetchone()
     finally:
         con.close()

@@ -24,12 +24,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from paylake import metrics
+from paylake import contracts, metrics
 from paylake.settings import Settings
 from paylake.stores import lake
 from paylake.stores import snowflake as snowflake_store
-from paylake.transform.star import APP_ID as GOLD_APP_ID
-from paylake.transform.star import gold_uri
 from paylake.warehouse import star_ddl
 from paylake.warehouse.snowflake import apply_ddl, load_table, prune_table, qualified, reconcile, schema_name
 
@@ -84,7 +82,7 @@ def load_star(settings: Settings, *, progress=lambda message: None) -> list[Tabl
     tables = star_ddl.table_names()
     for table in [t for t in tables if not t.startswith("FACT_")] + [t for t in tables if t.startswith("FACT_")]:
         begin = time.perf_counter()
-        uri = gold_uri(settings, table)
+        uri = contracts.gold(table).uri(settings)
         version = lake.table_version(settings, uri)
         if version is None:
             from paylake.errors import PaylakeError
@@ -128,7 +126,7 @@ def _replaced_dates(settings: Settings, table: str, uri: str, loaded_version: in
     None when the whole table must be loaded."""
     if loaded_version is None or not table.startswith("FACT_"):
         return None
-    states = lake.commit_states(settings, uri, GOLD_APP_ID, loaded_version)
+    states = lake.commit_states(settings, uri, contracts.GOLD_APP, loaded_version)
     if states is None or any("dates" not in s for s in states):
         return None
     return sorted({d for s in states for d in s["dates"]})

@@ -48,6 +48,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from paylake import contracts
 from paylake.errors import PaylakeError
 from paylake.ml import registry
 from paylake.ml.evaluation import OneClassWindow, recall_at, two_proportions, wilson
@@ -127,17 +128,16 @@ def _champion(settings: Settings, name: str) -> Champion | None:
 def _windows(settings: Settings, options: DriftOptions, reference_end: dt.datetime | None):
     import duckdb
 
-    from paylake.ml.fraud.feature_build import feature_uri
-    from paylake.transform.silver import entity_uri
 
-    uri = feature_uri(settings)
+
+    uri = contracts.FRAUD_FEATURES.uri(settings)
     if lake.table_version(settings, uri) is None:
         raise PaylakeError("the feature table gold/features/fraud does not exist: run 'paylake features' first")
     con = duckdb.connect()
     try:
         con.execute("set TimeZone = 'UTC'")
         con.register("feature_rows", lake.dataset(settings, uri))
-        con.register("status_change", lake.dataset(settings, entity_uri(settings, "status_change")))
+        con.register("status_change", lake.dataset(settings, contracts.silver("status_change").uri(settings)))
         ((first, as_of),) = con.execute("select min(datetime), max(datetime) from feature_rows").fetchall()
         if as_of is None:
             raise PaylakeError("the feature table is empty")
@@ -176,10 +176,7 @@ def _served(settings: Settings, options: DriftOptions, scorer: FraudScorer, vers
     import numpy as np
     import pandas as pd
 
-    from paylake.ml.fraud.feature_build import feature_uri
-    from paylake.serving.records import table_uri
-
-    uri = table_uri(settings)
+    uri = contracts.SERVED_FRAUD_SCORES.uri(settings)
     if lake.table_version(settings, uri) is None:
         return None
     since = options.served_since or dt.datetime.now(dt.UTC) - options.served_window
@@ -197,7 +194,7 @@ def _served(settings: Settings, options: DriftOptions, scorer: FraudScorer, vers
     con = duckdb.connect()
     try:
         con.register("served_rows", rows)
-        con.register("feature_rows", lake.dataset(settings, feature_uri(settings)))
+        con.register("feature_rows", lake.dataset(settings, contracts.FRAUD_FEATURES.uri(settings)))
         # every served score beside the batch features of its payment (a payment scored twice: both)
         batch = con.sql("select s.score as served_score, f.* from served_rows s join feature_rows f "
                         "using (transactionid)").to_arrow_table()

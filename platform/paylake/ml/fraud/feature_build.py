@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import pyarrow as pa
 import ray
 
+from paylake import contracts
 from paylake.ml.fraud import features
 from paylake.ml.fraud.labels import CONFIRMATIONS_SQL
 from paylake.settings import Settings
 from paylake.stores import lake
-from paylake.transform.silver import entity_uri
 
-APP_ID = "paylake.features"
+APP_ID = contracts.FEATURES_APP
 SILVER_INPUTS = ("transaction", "location", "customer", "merchant", "payment_method", "status_change")
 
 EVENTS_SQL = """
@@ -54,10 +54,6 @@ DIMENSION_SQL = {
 }
 
 
-def feature_uri(settings: Settings) -> str:
-    return lake.table_uri(settings, "gold", "features", "fraud")
-
-
 def silver_connection(settings: Settings):
     """DuckDB over silver with the feature definition's relations as views."""
     import duckdb
@@ -68,7 +64,7 @@ def silver_connection(settings: Settings):
              "merchant": "silver_merchant", "payment_method": "silver_payment_method",
              "status_change": "status_change"}
     for entity, view in names.items():
-        con.register(view, lake.dataset(settings, entity_uri(settings, entity)))
+        con.register(view, lake.dataset(settings, contracts.silver(entity).uri(settings)))
     con.execute(f"create view events as {EVENTS_SQL}")
     con.execute(f"create view first_seen as {FIRST_SEEN_SQL}")
     con.execute(f"create view merchant_tally as {TALLY_SQL}")
@@ -101,7 +97,7 @@ def silver_versions(settings: Settings) -> dict[str, int]:
 
     versions = {}
     for name in SILVER_INPUTS:
-        version = lake.table_version(settings, entity_uri(settings, name))
+        version = lake.table_version(settings, contracts.silver(name).uri(settings))
         if version is None:
             raise PaylakeError(f"silver table {name} does not exist: run 'paylake build-star' first")
         versions[name] = version
@@ -116,7 +112,7 @@ def build_features(settings: Settings) -> FeatureReport:
 
     init_ray(settings)
     begin = time.perf_counter()
-    uri = feature_uri(settings)
+    uri = contracts.FRAUD_FEATURES.uri(settings)
     versions = silver_versions(settings)
     state = lake.delta_state(settings, uri, APP_ID)
     if state.exists and state.state.get("silver") == versions:

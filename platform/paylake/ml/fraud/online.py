@@ -46,6 +46,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from paylake import contracts
 from paylake.errors import PaylakeError
 from paylake.ml.fraud import features
 from paylake.settings import Settings
@@ -359,9 +360,9 @@ def silver_built_at(settings: Settings) -> dt.datetime:
     from deltalake import DeltaTable
 
     from paylake.stores import lake
-    from paylake.transform.silver import entity_uri
 
-    table = DeltaTable(entity_uri(settings, "transaction"), storage_options=lake.storage_options(settings))
+
+    table = DeltaTable(contracts.silver("transaction").uri(settings), storage_options=lake.storage_options(settings))
     (last,) = table.history(1)
     return EPOCH + dt.timedelta(milliseconds=int(last["timestamp"]))
 

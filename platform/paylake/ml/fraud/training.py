@@ -53,14 +53,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from paylake import contracts
 from paylake.errors import PaylakeError
 from paylake.ml import registry
-from paylake.ml.evaluation import (
-    average_precision,
-    day_block_bootstrap,
-    recall_at,
-    require_both_classes,
-)
+from paylake.ml.evaluation import average_precision, day_block_bootstrap, recall_at, require_both_classes
 from paylake.ml.fraud.encoding import Encoding
 from paylake.ml.fraud.labels import CONFIRMATIONS_SQL, DEFAULT_MATURITY, SNAPSHOT_SQL, labelled_sql
 from paylake.ml.fraud.scorer import Calibration, FraudScorer
@@ -97,10 +93,9 @@ def training_table(settings: Settings, options: TrainOptions) -> tuple[pa.Table,
     """(matured, labelled feature rows in time order, feature-table version, the label snapshot)."""
     import duckdb
 
-    from paylake.ml.fraud.feature_build import feature_uri
-    from paylake.transform.silver import entity_uri
 
-    uri = feature_uri(settings)
+
+    uri = contracts.FRAUD_FEATURES.uri(settings)
     version = lake.table_version(settings, uri)
     if version is None:
         raise PaylakeError("the feature table gold/features/fraud does not exist: run 'paylake features' first")
@@ -108,7 +103,7 @@ def training_table(settings: Settings, options: TrainOptions) -> tuple[pa.Table,
     try:
         con.execute("set TimeZone = 'UTC'")
         con.register("feature_rows", lake.dataset(settings, uri, version))
-        con.register("status_change", lake.dataset(settings, entity_uri(settings, "status_change")))
+        con.register("status_change", lake.dataset(settings, contracts.silver("status_change").uri(settings)))
         ((snapshot,),) = con.execute(SNAPSHOT_SQL).fetchall()
         if snapshot is None:
             raise PaylakeError("silver holds no status change: no label is known yet (extract and build silver)")

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from paylake import contracts
 from paylake.ml.logs.keys import session_keys, session_params
 from paylake.settings import Settings
 from paylake.stores import lake
@@ -97,7 +98,7 @@ def to_sessions(rows: Iterable[dict]) -> SessionSet:
 
 def read_sessions(settings: Settings, exclude: Sequence[str] = ()) -> SessionSet:
     """The sessions of ``silver/log_session`` (minus the ids in ``exclude``), in start order."""
-    uri = lake.table_uri(settings, "silver", "log_session")
+    uri = contracts.LOG_SESSIONS.uri(settings)
     if lake.table_version(settings, uri) is None:
         from paylake.errors import PaylakeError
 

@@ -64,6 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
+from paylake import contracts
 from paylake.ml import registry
 from paylake.ml.logs.keys import STATEMENT_MARK
 from paylake.settings import Settings
@@ -639,7 +640,7 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
 
     init_ray(settings)
     progress("reading silver/log_session")
-    silver_version = lake.table_version(settings, lake.table_uri(settings, "silver", "log_session"))
+    silver_version = lake.table_version(settings, contracts.LOG_SESSIONS.uri(settings))
     data = read_sessions(settings)
     if options.ignore_labels:
         data.sessions = [dataclasses.replace(s, label=None, scenario=None) for s in data.sessions]
