@@ -34,6 +34,7 @@ class Volume:
     batch_window_hours: float = 4.0  # the nightly pipeline must fit in it
     training_days: int = 90  # history the fraud model trains on
     trainings_per_month: int = 4
+    training_window_hours: float = 8.0  # a training must fit in it (the autoscaler adds workers for it)
     peak_factor: float = 3.0  # peak payments/s over the day's average (the stream)
     utilisation: float = 0.7  # plan to this share of the measured rates
 
@@ -82,7 +83,7 @@ def plan(volume: Volume, inputs: dict[str, dict], prices: dict[str, float] | Non
         "features": tpd / _figure(inputs, "features", "rows_per_s_per_cpu"),
     }
     for step, seconds in cpu_s.items():
-        out.lines.append((f"nightly {step}: {tpd:,.0f} payments", f"{seconds / 3600:,.0f} CPU-hours", dated(step)))
+        out.lines.append((f"nightly {step}: {tpd:,.0f} payments", f"{seconds / 3600:,.1f} CPU-hours", dated(step)))
     pod_cpus = kuberay.CPU_WORKERS.pod_cpus
     batch_cpus = sum(cpu_s.values()) / (window_s * u)
     batch_workers = math.ceil(batch_cpus / pod_cpus)
@@ -97,10 +98,15 @@ def plan(volume: Volume, inputs: dict[str, dict], prices: dict[str, float] | Non
 
     train_rows = tpd * volume.training_days
     train_cpu_h = _figure(inputs, "train_fraud", "cpu_seconds_per_million_rows") * train_rows / 1e6 / 3600
-    train_hours = train_cpu_h / (batch_workers * pod_cpus * u)
+    train_workers = math.ceil(train_cpu_h / (volume.training_window_hours * pod_cpus * u))
     out.lines.append((f"fraud training on {volume.training_days} days ({train_rows:,.0f} rows), "
                       f"{volume.trainings_per_month}x a month",
-                      f"{train_cpu_h:,.0f} CPU-hours: {train_hours:,.1f} h on the batch workers", dated("train_fraud")))
+                      f"{train_cpu_h:,.0f} CPU-hours: {train_workers} CPU workers for "
+                      f"{volume.training_window_hours:g} h", dated("train_fraud")))
+    if train_workers > 4:
+        out.warnings.append(f"training on every payment of {volume.training_days} days takes {train_cpu_h:,.0f} "
+                            "CPU-hours: at this volume the legitimate payments are sampled (the model's "
+                            "calibration corrects for it) or the history shortened")
 
     serve = inputs["serve"]["figures"]["serve"]
     machine_cpus = float(inputs["serve"]["machine"]["cpus"])
@@ -121,11 +127,12 @@ def plan(volume: Volume, inputs: dict[str, dict], prices: dict[str, float] | Non
                             "one process, so this volume needs the stream partitioned (several slots or a "
                             "Kafka/Debezium tier) before it can be met")
 
-    batch_hours = volume.batch_window_hours * 30 + train_hours * volume.trainings_per_month
     out.nodes = [
         ("Ray head (no tasks)", kuberay.HEAD.instance, 1, HOURS_PER_MONTH),
         ("CPU workers, serving (always on)", kuberay.CPU_WORKERS.instance, serve_workers, HOURS_PER_MONTH),
-        ("CPU workers, nightly batch and training", kuberay.CPU_WORKERS.instance, batch_workers, batch_hours),
+        ("CPU workers, nightly batch", kuberay.CPU_WORKERS.instance, batch_workers, volume.batch_window_hours * 30),
+        ("CPU workers, fraud training", kuberay.CPU_WORKERS.instance, train_workers,
+         volume.training_window_hours * volume.trainings_per_month),
         ("GPU worker, log model training (nightly, 1 h)", kuberay.GPU_WORKERS.instance, 1, 30),
         ("services (MLflow, monitoring)", kuberay.SERVICES_NODES.instance, kuberay.SERVICES_NODES.min_nodes,
          HOURS_PER_MONTH),
@@ -134,9 +141,10 @@ def plan(volume: Volume, inputs: dict[str, dict], prices: dict[str, float] | Non
     if unknown:
         raise PaylakeError(f"no price for {', '.join(unknown)}: give --price INSTANCE=USD")
     out.monthly_usd = sum(count * hours * prices[instance] for _, instance, count, hours in out.nodes)
-    if serve_workers > kuberay.CPU_WORKERS.max_nodes or batch_workers > kuberay.CPU_WORKERS.max_nodes:
+    peak_workers = serve_workers + max(batch_workers, train_workers)
+    if peak_workers > kuberay.CPU_WORKERS.max_nodes:
         out.warnings.append(f"the CPU worker group allows {kuberay.CPU_WORKERS.max_nodes} nodes "
-                            f"(paylake.kuberay.CPU_WORKERS.max_nodes): raise it to {serve_workers + batch_workers} "
+                            f"(paylake.kuberay.CPU_WORKERS.max_nodes): raise it to {peak_workers} "
                             "and run 'paylake cluster render'")
     return out
 

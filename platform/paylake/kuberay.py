@@ -62,7 +62,7 @@ class NodeShape:
 
 
 HEAD = NodeShape("ray-head", "m6i.2xlarge", 8, 32, 6, 24, min_nodes=1, max_nodes=1)
-CPU_WORKERS = NodeShape("ray-cpu", "m6i.4xlarge", 16, 64, 14, 56, min_nodes=2, max_nodes=20)
+CPU_WORKERS = NodeShape("ray-cpu", "m6i.4xlarge", 16, 64, 14, 56, min_nodes=2, max_nodes=30)  # CAPACITY.md: 28 at peak
 GPU_WORKERS = NodeShape("ray-gpu", "g5.2xlarge", 8, 32, 7, 28, gpus=1, min_nodes=0, max_nodes=2)
 SERVICES_NODES = NodeShape("services", "m6i.large", 2, 8, 1, 4, min_nodes=1, max_nodes=2)  # MLflow, monitoring
 

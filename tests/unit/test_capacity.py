@@ -24,10 +24,12 @@ def test_the_plan_scales_the_measured_rates_and_prices_the_shape():
     large = capacity.plan(capacity.Volume(transactions_per_day=1e9, peak_scoring_rps=10_000), inputs())
     by = {role: count for role, _, count, _ in large.nodes}
     # 1e9 / 50k + 1e9 / 100k + 1e9 / 80k = 42,500 CPU-seconds in 4 h at 70 %: 4.2 CPUs -> 1 worker of 14
-    assert by["CPU workers, nightly batch and training"] == 1
+    assert by["CPU workers, nightly batch"] == 1
+    # 20 CPU-s per million rows x 9e10 rows = 500 CPU-hours; 8 h x 14 CPUs x 70 % = 78.4 per worker: 7 workers
+    assert by["CPU workers, fraud training"] == 7
     assert by["CPU workers, serving (always on)"] == 7  # 10,000 / (150 per core x 0.7) = 95 CPUs
     slower = capacity.plan(capacity.Volume(), inputs(extract={"rows_per_s_per_cpu": 500}))
-    assert {r: c for r, _, c, _ in slower.nodes}["CPU workers, nightly batch and training"] == 15  # 2.02 M CPU-s / 10,080 s = 201 CPUs
+    assert {r: c for r, _, c, _ in slower.nodes}["CPU workers, nightly batch"] == 15  # 2.02 M CPU-s / 10,080 s = 201 CPUs
     assert large.monthly_usd > small.monthly_usd > 0
     assert any("stream needs" in w for w in large.warnings)  # 34,722/s at 100/s per process
     assert "| nightly extract" in capacity.markdown(large)
