@@ -43,3 +43,17 @@ def test_missing_or_unusable_measurements_are_named(tmp_path):
     assert set(capacity.load_inputs(tmp_path)) == set(capacity.NEEDED)
     with pytest.raises(PaylakeError, match="stream.json: sustained_per_s = 0.0"):
         capacity.plan(capacity.Volume(), inputs(stream={"sustained_per_s": 0}))
+
+
+def test_paylake_capacity_plans_from_the_committed_measurements():
+    from typer.testing import CliRunner
+
+    from paylake.cli import app
+
+    result = CliRunner().invoke(app, ["capacity", "--transactions-per-day", "1e8", "--peak-scoring-rps", "2000",
+                                      "--price", "m6i.4xlarge=0.5"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "bench/serve.py, 20" in output and "CPU workers, serving" in output and "USD a month" in output
+    bad = CliRunner().invoke(app, ["capacity", "--price", "m6i.4xlarge"])
+    assert bad.exit_code == 1 and "is not INSTANCE=USD" in bad.output
