@@ -128,8 +128,6 @@ def _champion(settings: Settings, name: str) -> Champion | None:
 def _windows(settings: Settings, options: DriftOptions, reference_end: dt.datetime | None):
     import duckdb
 
-
-
     uri = contracts.FRAUD_FEATURES.uri(settings)
     if lake.table_version(settings, uri) is None:
         raise PaylakeError("the feature table gold/features/fraud does not exist: run 'paylake features' first")

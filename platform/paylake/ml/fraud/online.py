@@ -361,7 +361,6 @@ def silver_built_at(settings: Settings) -> dt.datetime:
 
     from paylake.stores import lake
 
-
     table = DeltaTable(contracts.silver("transaction").uri(settings), storage_options=lake.storage_options(settings))
     (last,) = table.history(1)
     return EPOCH + dt.timedelta(milliseconds=int(last["timestamp"]))

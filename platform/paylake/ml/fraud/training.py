@@ -93,8 +93,6 @@ def training_table(settings: Settings, options: TrainOptions) -> tuple[pa.Table,
     """(matured, labelled feature rows in time order, feature-table version, the label snapshot)."""
     import duckdb
 
-
-
     uri = contracts.FRAUD_FEATURES.uri(settings)
     version = lake.table_version(settings, uri)
     if version is None:
