@@ -1,7 +1,7 @@
 """The pipeline as steps: a typed list (``STEPS``) run by one small runner, each run recorded in the lake.
 
     migrate → seed (once, local stack only) → extract → cdc → star (silver, gold) → load → features
-    → train-fraud → train-logs → drift → monitor-logs → queries → smoke
+    → train-fraud → train-logs → drift → promote → monitor-logs → queries → smoke
 
 Each ``Step`` names what it reads and writes (sources, lake layers, the
 warehouse, the registry), what it needs of the cluster (``num_cpus``,
@@ -13,8 +13,8 @@ step is idempotent, so a step run again converges to the same state.
 (``paylake.runs``): ``--only`` / ``--from`` select steps, ``--resume RUN_ID``
 starts a run again at its first step not done. A failed step that is not
 optional stops the run with its error (``PipelineFailed``: the CLI exits 1 and
-names the command that resumes). Promotion of a model (champion or challenger)
-happens inside its training step, on the test window that step built.
+names the command that resumes). The training steps register ``candidate`` versions
+with the held-out data of their evaluation; the promote step makes each champion or challenger.
 ``jobs/pipeline.py`` submits it to Ray.
 """
 
@@ -194,7 +194,8 @@ def _train_fraud(ctx: StepContext) -> StepOutcome:
 
     return _train_once(ctx, MODEL_NAME, "feature_table_version", contracts.FRAUD_FEATURES.uri(ctx.settings),
                        lambda: train_fraud(ctx.settings, TrainOptions(),
-                                           progress=lambda m: ctx.progress(f"[train] {m}")), describe)
+                                           progress=lambda m: ctx.progress(f"[train] {m}"), promote_now=False),
+                       describe)
 
 
 def _drift(ctx: StepContext) -> StepOutcome:
@@ -225,7 +226,22 @@ def _train_logs(ctx: StepContext) -> StepOutcome:
     return _train_once(ctx, MODEL_NAME, "silver_log_session_version",
                        contracts.LOG_SESSIONS.uri(ctx.settings),
                        lambda: train_logs(ctx.settings, LogTrainOptions(),
-                                          progress=lambda m: ctx.progress(f"[train logs] {m}")), describe)
+                                          progress=lambda m: ctx.progress(f"[train logs] {m}"), promote_now=False),
+                       describe)
+
+
+def _promote(ctx: StepContext) -> StepOutcome:
+    """Each model's ``candidate`` (registered by this run's training step, or by an earlier run that stopped
+    before this step) becomes champion or challenger on the held-out data its training logged."""
+    from paylake.ml.fraud import training as fraud
+    from paylake.ml.logs import model as logs
+
+    said = []
+    for name, decide in ((fraud.TrainOptions().model_name, lambda: fraud.promote_candidate(ctx.settings)),
+                         (logs.LogTrainOptions().model_name, lambda: logs.promote_candidate(ctx.settings))):
+        result = decide()
+        said.append(f"{name}: no candidate" if result is None else f"{name} v{result[0]} → {result[1]}: {result[2]}")
+    return StepOutcome("; ".join(said), skipped=all(s.endswith("no candidate") for s in said))
 
 
 def _monitor_logs(ctx: StepContext) -> StepOutcome:
@@ -281,6 +297,8 @@ STEPS: tuple[Step, ...] = (
     Step("drift", "drift (Evidently)", _drift, reads=(contracts.FRAUD_FEATURES.path, contracts.SERVED_FRAUD_SCORES.path,
                                                       "mlflow: paylake-fraud"),
          writes=("reports/drift/<date>", "mlflow: drift run"), num_cpus=1, memory_gb=2, optional=True),
+    Step("promote", "promote (champion or challenger)", _promote, reads=("mlflow: candidates",),
+         writes=("mlflow: aliases",), num_cpus=0, memory_gb=1),
     Step("monitor-logs", "monitor logs (security alerts)", _monitor_logs,
          reads=(contracts.LOG_SESSIONS.path, "mlflow: paylake-logseq"),
          writes=(contracts.SECURITY_ALERTS.path, contracts.SCORED_SESSIONS.path, "snowflake: SECURITY_Alert"), num_cpus=1, memory_gb=1),

@@ -34,6 +34,12 @@ def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(world):
         first["train fraud (Ray Train, MLflow)"].startswith("not trained: ")
     assert "paylake-logseq" in first["train logs (Ray Train, MLflow)"], first["train logs (Ray Train, MLflow)"]
     assert "alert(s)" in first["monitor logs (security alerts)"], first["monitor logs (security alerts)"]
+    # the training steps registered candidates; the promote step decided them (the first log model: champion)
+    assert "paylake-logseq v1 → champion" in first["promote (champion or challenger)"], first
+    from paylake.ml import registry
+
+    assert registry.alias_version(world, "paylake-logseq", registry.CANDIDATE) is None
+    assert registry.alias_version(world, "paylake-logseq") == "1"
     second_run = run_pipeline(world, scale="tiny", progress=lambda m: None)
     second = {r.step: r.outcome for r in second_run}
     assert second["migrate"] == "0 change(s) applied"
@@ -44,6 +50,7 @@ def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(world):
     assert "unchanged" in second["fraud features + online store"]
     assert second["train logs (Ray Train, MLflow)"].endswith(": kept")
     assert second["monitor logs (security alerts)"].startswith("0 new session(s) scored, 0 alert(s)")
+    assert second["promote (champion or challenger)"].endswith("paylake-logseq: no candidate")
 
     # both runs are recorded, every step of each finished, in pipeline order
     summaries = {s.run_id: s for s in runs.summarize(runs.read_records(world))}

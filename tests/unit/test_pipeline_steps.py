@@ -13,7 +13,7 @@ from paylake.settings import Settings
 
 def test_the_steps_run_in_the_dossiers_order_with_their_resources():
     assert STEP_NAMES == ("migrate", "seed", "extract", "cdc", "star", "load", "features", "train-fraud", "train-logs",
-                          "drift", "monitor-logs", "queries", "smoke")
+                          "drift", "promote", "monitor-logs", "queries", "smoke")
     assert all(s.num_cpus >= 0 and s.memory_gb > 0 for s in STEPS)
     assert [s.name for s in STEPS if s.local_only] == ["seed"]
     assert [s.name for s in STEPS if s.optional] == ["drift"]

@@ -18,8 +18,8 @@ from paylake.report import console, summary_table
 def pipeline(
     scale: Annotated[str, typer.Option(help="Seed preset when the sources are empty: tiny, demo, bench.")] = "demo",
     only: Annotated[list[str] | None, typer.Option("--only", help="Only these steps (repeatable or comma "
-                    "list): migrate, seed, extract, cdc, star, load, features, train-fraud, drift, train-logs, "
-                    "monitor-logs, queries, smoke.")] = None,
+                    "list): migrate, seed, extract, cdc, star, load, features, train-fraud, train-logs, drift, "
+                    "promote, monitor-logs, queries, smoke.")] = None,
     start: Annotated[str | None, typer.Option("--from", help="Every step from this one on.")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="A run's id ('paylake runs'): start it again "
                       "at its first step not done.")] = None,

@@ -19,6 +19,10 @@ from paylake.errors import PaylakeError
 from paylake.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+# a version trained and registered by a pipeline run, whose champion/challenger decision is the pipeline's
+# promote step (the held-out data the decision needs is an artifact of its run: PROMOTION_ARTIFACT)
+CANDIDATE = "candidate"
+PROMOTION_ARTIFACT = "promotion"
 
 
 class ChampionUnreadable(PaylakeError):
@@ -72,6 +76,31 @@ def promote(settings: Settings, name: str, version: str, decide: Callable[[str, 
     alias = CHAMPION if decision.promote else CHALLENGER
     client.set_registered_model_alias(name, alias, version)
     return alias, decision.reason
+
+
+def set_candidate(settings: Settings, name: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(settings.mlflow_tracking_uri).set_registered_model_alias(name, CANDIDATE, version)
+
+
+def clear_candidate(settings: Settings, name: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(settings.mlflow_tracking_uri).delete_registered_model_alias(name, CANDIDATE)
+
+
+def promotion_inputs(settings: Settings, name: str, version: str, file: str) -> str:
+    """A local copy of ``file`` of the promotion artifact the training run of ``version`` logged."""
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    run_id = MlflowClient(settings.mlflow_tracking_uri).get_model_version(name, version).run_id
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{PROMOTION_ARTIFACT}/{file}",
+                                               dst_path=tempfile.mkdtemp(prefix="paylake-promotion-"))
 
 
 def trained_version(settings: Settings, name: str, param: str, value: object) -> str | None:

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from paylake import contracts
 from paylake.errors import PaylakeError
@@ -430,8 +431,10 @@ class TrainReport:
         return {k: w.frauds for k, w in self.windows.items()}
 
 
-def train_fraud(settings: Settings, options: TrainOptions = TrainOptions(), progress=lambda m: None) -> TrainReport:
-    """The whole job (see the module docstring)."""
+def train_fraud(settings: Settings, options: TrainOptions = TrainOptions(), progress=lambda m: None,
+                promote_now: bool = True) -> TrainReport:
+    """The whole job (see the module docstring). ``promote_now`` False (the pipeline): the version is aliased
+    ``candidate`` and its test window logged; the pipeline's promote step decides (``promote_candidate``)."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -488,6 +491,9 @@ def train_fraud(settings: Settings, options: TrainOptions = TrainOptions(), prog
                          "threshold": threshold, "calibration": json.loads(calibration.to_json()),
                          "windows": {name: str(w) for name, w in windows.items()},
                          "labels_as_of": snapshot.isoformat()}, "model_card.json")
+        with tempfile.TemporaryDirectory() as folder:  # what the promote step scores both versions on
+            pq.write_table(parts["test"], f"{folder}/test_window.parquet")
+            mlflow.log_artifact(f"{folder}/test_window.parquet", registry.PROMOTION_ARTIFACT)
         example = test_x.head(5)
         info = mlflow.lightgbm.log_model(
             booster, name="model", signature=infer_signature(example, booster.predict(example)),
@@ -495,10 +501,27 @@ def train_fraud(settings: Settings, options: TrainOptions = TrainOptions(), prog
             metadata={"threshold": threshold, "encoding": encoding.to_json(), "calibration": calibration.to_json(),
                       "feature_table_version": feature_version})
     version = str(info.registered_model_version)
-    alias, reason = promote(settings, options, version, parts["test"], scorer)
+    if promote_now:
+        alias, reason = promote(settings, options, version, parts["test"], scorer)
+    else:
+        registry.set_candidate(settings, options.model_name, version)
+        alias, reason = registry.CANDIDATE, "the pipeline's promote step decides"
     return TrainReport(options.model_name, version, alias, reason, feature_version, snapshot, windows, threshold,
                        metrics, (interval.low, interval.high), seconds, int(worker_metrics.get("best_iteration", 0)),
                        run.info.run_id)
+
+
+def promote_candidate(settings: Settings, options: TrainOptions = TrainOptions()) -> tuple[str, str, str] | None:
+    """Decide the ``candidate`` version (champion or challenger) on the test window its training logged, the
+    champion scored on the same rows; None when there is no candidate. Returns (version, alias, why)."""
+    version = registry.alias_version(settings, options.model_name, registry.CANDIDATE)
+    if version is None:
+        return None
+    window = pq.read_table(registry.promotion_inputs(settings, options.model_name, version, "test_window.parquet"))
+    scorer = FraudScorer.load(settings, options.model_name, version)
+    alias, reason = promote(settings, options, version, window, scorer)
+    registry.clear_candidate(settings, options.model_name)
+    return version, alias, reason
 
 
 def trained_version(settings: Settings, name: str, feature_version: int) -> str | None:

@@ -624,9 +624,10 @@ class LogTrainReport:
 
 
 def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
-               progress=lambda m: None) -> LogTrainReport:
+               progress=lambda m: None, promote_now: bool = True) -> LogTrainReport:
     """Train the log-sequence model on the normal sessions of ``silver/log_session``; choose h and g on the
-    validation split; evaluate once on the test split; log, register and alias it in MLflow."""
+    validation split; evaluate once on the test split; log, register and alias it in MLflow. ``promote_now``
+    False (the pipeline): aliased ``candidate``, its held-out sessions logged; ``promote_candidate`` decides."""
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
@@ -713,6 +714,10 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
         mlflow.log_metrics({**{f"valid_{k}": v for k, v in valid_metrics.items()},
                             **{f"test_{k}": v for k, v in test_metrics.items()}, "train_seconds": seconds})
         mlflow.log_text(vocabulary.to_json(), "vocabulary.json")
+        mlflow.log_dict(_jsonable({"labelled": labelled, "test_metrics": test_metrics,
+                                   "sessions": [{"lines": list(s.lines), "user": s.user, "anomalous": s.anomalous}
+                                                for s in parts["test"]]}),
+                        f"{registry.PROMOTION_ARTIFACT}/test_sessions.json")  # what the promote step scores
         scorer.save(Path(folder, "scorer"))
         example = example_input(parts["train"][0].lines)
         info = mlflow.pyfunc.log_model(
@@ -732,11 +737,62 @@ def train_logs(settings: Settings, options: LogTrainOptions = LogTrainOptions(),
                                    truth["test"])
         return promotion_decision(test_metrics, theirs, labelled, f"champion v{current}")
 
-    alias, reason = registry.promote(settings, options.model_name, version, decide)
+    if promote_now:
+        alias, reason = registry.promote(settings, options.model_name, version, decide)
+    else:
+        registry.set_candidate(settings, options.model_name, version)
+        alias, reason = registry.CANDIDATE, "the pipeline's promote step decides"
     return LogTrainReport(options.model_name, version, alias, reason, window, top_g, end_threshold, min_lines,
                           {k: len(v) for k, v in parts.items()}, dict(data.skipped), len(vocabulary),
                           valid_metrics, test_metrics, per_scenario, per_scenario_known, labelled, seconds,
                           run.info.run_id)
+
+
+def promote_candidate(settings: Settings, options: LogTrainOptions = LogTrainOptions()) -> tuple[str, str, str] | None:
+    """Decide the ``candidate`` version on the held-out sessions its training logged (the champion scored on the
+    same sessions); None when there is no candidate. Returns (version, alias, why)."""
+    import json
+
+    import mlflow
+
+    version = registry.alias_version(settings, options.model_name, registry.CANDIDATE)
+    if version is None:
+        return None
+    path = registry.promotion_inputs(settings, options.model_name, version, "test_sessions.json")
+    with open(path) as f:
+        held_out = json.load(f, object_hook=_from_json)
+    sessions = held_out["sessions"]
+
+    def decide(uri: str, current: str) -> registry.Decision:
+        champion = mlflow.pyfunc.load_model(uri).unwrap_python_model().scorer
+        theirs = detection_metrics([champion.score_lines(s["lines"], s["user"])["anomalous"] for s in sessions],
+                                   [s["anomalous"] for s in sessions])
+        return promotion_decision(held_out["test_metrics"], theirs, held_out["labelled"], f"champion v{current}")
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    alias, reason = registry.promote(settings, options.model_name, version, decide)
+    registry.clear_candidate(settings, options.model_name)
+    return version, alias, reason
+
+
+def _jsonable(value):
+    """``value`` as JSON types, datetimes tagged (``_from_json`` reads them back as datetimes)."""
+    import json
+
+    def default(o):
+        if isinstance(o, dt.datetime):
+            return {"$datetime": o.isoformat()}
+        if hasattr(o, "item"):  # numpy scalars
+            return o.item()
+        return str(o)
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def _from_json(obj: dict):
+    if set(obj) == {"$datetime"}:
+        return dt.datetime.fromisoformat(obj["$datetime"])
+    return obj
 
 
 def promotion_decision(ours: dict[str, float], theirs: dict[str, float], labelled: bool,
