@@ -52,8 +52,11 @@ def quiet_output() -> None:
         context.print_on_execution_start = False
     for name in ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    for category in (DeprecationWarning, FutureWarning, UserWarning):
+    # numpy's RuntimeWarnings from Evidently's statistics on constant columns (a drift figure is NaN there and
+    # the report says so) and MLflow's run links are not the job's output either
+    for category in (DeprecationWarning, FutureWarning, UserWarning, RuntimeWarning):
         warnings.filterwarnings("ignore", category=category)
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def submit_job(settings: Settings, entrypoint: str, working_dir: Path, *, echo=print,
