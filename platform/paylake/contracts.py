@@ -9,7 +9,7 @@ stays the storage layer below this module (paths become URIs under the settings'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from paylake.settings import Settings
 
@@ -50,10 +50,9 @@ def bronze_table(kind: str, name: str) -> Table:
 
 
 def bronze(source) -> Table:
-    """The bronze table of an extract source (``paylake.extract.source.Source``)."""
+    """The bronze table of an extract source (``paylake.extract.source.Source``), with its keys."""
     _, kind, name = source.bronze_path()
-    return Table(f"bronze/{kind}/{name}", tuple(source.keys), EXTRACT_APP, "paylake.extract.run",
-                 f"{source.source_id} as extracted, with its load metadata")
+    return replace(bronze_table(kind, name), keys=tuple(source.keys))
 
 
 def quarantine(source) -> Table:

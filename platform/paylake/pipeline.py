@@ -118,15 +118,16 @@ def _extract(ctx: StepContext) -> StepOutcome:
 
 
 def _cdc(ctx: StepContext) -> StepOutcome:
-    from paylake.cdc.stream import catch_up
+    from paylake.cdc.stream import catch_up, lag
     from paylake.ml.fraud.online_feed import online_sink
 
     sink = online_sink(ctx.settings)  # the online store, once a first run published it
     total = catch_up(ctx.settings, sink=sink)  # until the slot reaches the WAL position of now
     deleted = sum(t.deleted for t in total.tables.values())
     upserted = sum(t.inserted + t.updated for t in total.tables.values())
+    behind, _ = lag(ctx.settings, total.slot)
     return StepOutcome(f"{total.transactions:,} transaction(s), {total.changes:,} change(s): {upserted:,} "
-                       f"upserted, {deleted:,} deleted in bronze", total.changes)
+                       f"upserted, {deleted:,} deleted in bronze; slot {behind:,} bytes behind", total.changes)
 
 
 def _star(ctx: StepContext) -> StepOutcome:

@@ -312,14 +312,14 @@ def catch_up(settings: Settings, *, slot: str | None = None, max_changes: int = 
     total.seconds = time.monotonic() - started
     for table in total.tables.values():
         metrics.rows(f"bronze/{table.table}", "written", table.inserted + table.updated + table.deleted)
-    metrics.cdc_lag(slot, max(0, lag(settings, slot)[0]))
     return total
 
 
 # ----------------------------------------------------------------------------- lag
 def lag(settings: Settings, slot: str | None = None) -> tuple[int, float]:
     """(bytes of WAL the slot has not confirmed, seconds since the commit of the
-    oldest pending transaction; 0 when nothing is pending)."""
+    oldest pending transaction; 0 when nothing is pending). The bytes also go to the
+    ``paylake_cdc_lag_bytes`` gauge."""
     slot = slot or default_slot(settings)
     check_slot_name(slot)
     with _connect(settings) as conn:
@@ -328,6 +328,7 @@ def lag(settings: Settings, slot: str | None = None) -> tuple[int, float]:
         if row is None:
             raise missing_slot(slot)
         bytes_behind = max(0, int(row[0] or 0))
+        metrics.cdc_lag(slot, bytes_behind)
         oldest = [data for _, _, data in _peek(conn, slot, None, 1) if data.startswith("COMMIT")]
         committed_at = decoding.commit_time(oldest[0]) if oldest else None
         if committed_at is None:

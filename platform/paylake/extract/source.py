@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from paylake.settings import Settings
+from paylake.stores import mongo, postgres
 
 
 @runtime_checkable
@@ -57,8 +58,6 @@ class Handles:
     @property
     def postgres(self):
         if self._postgres is None:
-            from paylake.stores import postgres
-
             self._postgres = postgres.connect(self.settings)
         return self._postgres
 
@@ -66,11 +65,7 @@ class Handles:
     def mongo(self):
         """The settings' MongoDB database."""
         if self._mongo is None:
-            from paylake.stores import mongo
-
             self._mongo = mongo.client(self.settings)
-        from paylake.stores import mongo
-
         return mongo.database(self._mongo, self.settings)
 
     def __enter__(self) -> Handles:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pyarrow as pa
 
@@ -46,7 +47,7 @@ class Encoding:
         without building an Arrow table and a DataFrame for a few dozen rows (serving's path)."""
         import numpy as np
 
-        codes = self._codes()
+        codes = self._code_maps
         out = np.array([[row.get(c) for c in self.columns] for row in rows], dtype=object).reshape(len(rows),
                                                                                                     len(self.columns))
         for j, name in enumerate(self.columns):
@@ -55,12 +56,10 @@ class Encoding:
                 out[:, j] = [lookup.get(v, -1.0) for v in out[:, j]]
         return np.where(out == None, np.nan, out).astype("float64")  # noqa: E711 - elementwise on an object array
 
-    def _codes(self) -> dict[str, dict[str, float]]:
-        cached = self.__dict__.get("_code_maps")
-        if cached is None:
-            cached = {name: {v: float(i) for i, v in enumerate(values)} for name, values in self.categories.items()}
-            object.__setattr__(self, "_code_maps", cached)
-        return cached
+    @cached_property
+    def _code_maps(self) -> dict[str, dict[str, float]]:
+        """Each category's code, as ``matrix`` assigns it (its index in the sorted list)."""
+        return {name: {v: float(i) for i, v in enumerate(values)} for name, values in self.categories.items()}
 
     def to_json(self) -> str:
         return json.dumps({"columns": list(self.columns), "categories": self.categories})
