@@ -72,7 +72,7 @@ def best_of(runs: int, measure: Callable[[], Result]) -> Result:
 # ----------------------------------------------------------------------------- setup
 def bench_settings(main: Settings) -> Settings:
     """Settings for the ``paylake_bench`` databases, built the way ``isolated_sources`` builds them."""
-    dsn = main.postgres_dsn.get_secret_value().rsplit("/", 1)[0] + f"/{BENCH_DB}"
+    dsn = postgres.with_database(main.postgres_dsn.get_secret_value(), BENCH_DB)
     return main.model_copy(update={"postgres_dsn": SecretStr(dsn), "mongo_database": BENCH_DB})
 
 

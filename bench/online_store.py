@@ -52,8 +52,8 @@ create table location (locationid bigint primary key, country text, latitude dou
 def pg_settings(settings):
     from pydantic import SecretStr
 
-    dsn = settings.postgres_dsn.get_secret_value().rsplit("/", 1)[0]
-    return settings.model_copy(update={"postgres_dsn": SecretStr(f"{dsn}/{PG_DB}")})
+    dsn = postgres.with_database(settings.postgres_dsn.get_secret_value(), PG_DB)
+    return settings.model_copy(update={"postgres_dsn": SecretStr(dsn)})
 
 
 def load_postgres(settings, state: dict[str, pa.Table]) -> None:

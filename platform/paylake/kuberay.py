@@ -78,8 +78,8 @@ SETTINGS = {  # non-secret settings of every Ray pod
 }
 SECRET_KEYS = {  # the secret store fills these (AWS Secrets Manager → External Secrets, or kubectl create secret)
     "paylake-sources": ["PAYLAKE_POSTGRES_DSN", "PAYLAKE_MONGO_URI", "PAYLAKE_ONLINE_STORE_URL",
-                        "PAYLAKE_SNOWFLAKE_ACCOUNT", "PAYLAKE_SNOWFLAKE_USER", "PAYLAKE_SNOWFLAKE_PASSWORD",
-                        "PAYLAKE_PII_KEY", "PAYLAKE_PII_HMAC_KEY"],
+                        "PAYLAKE_SNOWFLAKE_ACCOUNT", "PAYLAKE_SNOWFLAKE_USER", "PAYLAKE_SNOWFLAKE_PASSWORD"],
+    # no PII key: data keys are wrapped by AWS KMS, which the pods reach with their IRSA role (paylake.security.keys)
     "paylake-mlflow-db": ["MLFLOW_BACKEND_STORE_URI"],
 }
 TOKEN_SECRET = "paylake-ray-token"

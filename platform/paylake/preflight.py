@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 from paylake.errors import PaylakeError
 from paylake.settings import Settings, find_stack_file
 
-SERVICES = ("postgres", "mongo", "online", "s3", "snowflake", "mlflow", "ray")
+SERVICES = ("postgres", "mongo", "online", "s3", "snowflake", "mlflow", "ray", "kms")
 SETTING = {"postgres": "PAYLAKE_POSTGRES_DSN", "mongo": "PAYLAKE_MONGO_URI", "online": "PAYLAKE_ONLINE_STORE_URL",
            "s3": "PAYLAKE_S3_ENDPOINT_URL", "snowflake": "PAYLAKE_SNOWFLAKE_HOST / _PORT",
-           "mlflow": "PAYLAKE_MLFLOW_TRACKING_URI", "ray": "PAYLAKE_RAY_ADDRESS"}
+           "mlflow": "PAYLAKE_MLFLOW_TRACKING_URI", "ray": "PAYLAKE_RAY_ADDRESS", "kms": "PAYLAKE_KMS_ENDPOINT_URL"}
 
 
 class ServiceDown(PaylakeError):
@@ -54,6 +54,8 @@ def address(settings: Settings, service: str) -> tuple[str, int] | None:
     if service == "mlflow":
         uri = settings.mlflow_tracking_uri
         return _from_url(uri, 443 if uri.startswith("https") else 80) if "://" in uri else None
+    if service == "kms":
+        return _from_url(settings.kms_endpoint_url, 443) if settings.kms_endpoint_url else None  # None: AWS KMS
     if service == "ray":
         if settings.ray_address in ("auto", "local") or "://" in settings.ray_address:
             return None

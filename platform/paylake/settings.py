@@ -81,9 +81,24 @@ class Settings(BaseSettings):
     ray_address: str = "auto"
     ray_dashboard_url: str = "http://127.0.0.1:8265"
 
-    # Keys for PII: pgcrypto symmetric key and the HMAC key of lookup columns.
+    # Keys for PII: PAYLAKE_PII_KEY/PAYLAKE_PII_HMAC_KEY were the single pgcrypto and HMAC keys before the
+    # KMS (read once by 'paylake db migrate' to re-encrypt data of that time under envelope keys, then unused).
     pii_key: SecretStr | None = None
     pii_hmac_key: SecretStr | None = None
+
+    # The KMS that holds the master keys (paylake.security.keys): AWS KMS in production (no endpoint, the
+    # pipeline's IAM role), the stack's own server on a laptop. The key administrator's credentials are not
+    # here: 'paylake keys' reads them from PAYLAKE_KMS_ADMIN_* or keyadmin.env beside the stack file.
+    kms_endpoint_url: str | None = None
+    kms_region: str = "us-east-1"
+    kms_access_key_id: SecretStr | None = None
+    kms_secret_access_key: SecretStr | None = None
+    kms_admin_access_key_id: SecretStr | None = None
+    kms_admin_secret_access_key: SecretStr | None = None
+    kms_alias_prefix: str = "alias/paylake"
+
+    # TLS: the CA every client verifies servers against (None: the system's trust store).
+    tls_ca_file: str | None = None
 
     # The scoring service.
     serving: ServingSettings = ServingSettings()

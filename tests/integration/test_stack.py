@@ -28,7 +28,7 @@ def test_postgres_answers_psycopg_with_pgcrypto_and_logical_wal(settings):
     with postgres.connect(settings, autocommit=True) as conn:
         conn.execute(f"create database {scratch}")
     try:
-        dsn = settings.postgres_dsn.get_secret_value().rsplit("/", 1)[0] + f"/{scratch}"
+        dsn = postgres.with_database(settings.postgres_dsn.get_secret_value(), scratch)
         with postgres.connect(settings, dsn=dsn) as conn:
             conn.execute("create extension pgcrypto")
             (hashed,) = conn.execute("select crypt('pw', gen_salt('bf'))").fetchone()

@@ -49,3 +49,149 @@ def monitor_logs_command(
                      if report.warehouse_rows is not None else "") + f"; new keys under review "
                   f"{report.keys_in_review}, admitted {len(report.keys_admitted)}; {report.seconds:.1f} s",
                   highlight=False)
+
+
+# --------------------------------------------------------------------------- keys, operators, PII
+keys_app = typer.Typer(help="Master keys (KMS), data keys, per-customer keys: status and rotation.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+operators_app = typer.Typer(help="Operators of sensitive commands and their TOTP second factor.", no_args_is_help=True)
+app.add_typer(operators_app, name="operators")
+pii_app = typer.Typer(help="Read a customer's PII (second factor required).", no_args_is_help=True)
+app.add_typer(pii_app, name="pii")
+
+Operator = Annotated[str | None, typer.Option("--operator", envvar="PAYLAKE_OPERATOR",
+                                              help="Enrolled operator approving this command.")]
+Totp = Annotated[str | None, typer.Option("--totp", help="That operator's current TOTP code.")]
+
+
+@keys_app.command("status")
+@expected_failures
+@needs("postgres")
+def keys_status_command() -> None:
+    """Every data key: version, state, the master key that wraps it, ages, what it protects."""
+    import datetime as dt
+
+    from rich.table import Table
+
+    from paylake.security import keys
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    now = dt.datetime.now(dt.UTC)
+    table = Table(title="data keys (wrapped by the KMS master key of their store)")
+    for column in ("key", "version", "state", "master key", "age", "last wrapped", "protects"):
+        table.add_column(column, overflow="fold")
+    for row in keys.status(settings):
+        table.add_row(row.name, str(row.version), row.state, row.master, f"{(now - row.created).days} d",
+                      f"{(now - row.wrapped_at).days} d ago", row.protects)
+    console.print(table)
+    live, destroyed = keys.subject_counts(settings)
+    console.print(f"per-customer keys: {live} live, {destroyed} destroyed (crypto-shredded)", highlight=False)
+
+
+@keys_app.command("rotate")
+@expected_failures
+@needs("postgres", "kms")
+def keys_rotate_command(
+    operator: Operator = None, code: Totp = None,
+    store: Annotated[list[str] | None, typer.Option("--store", help="Only these stores' master keys.")] = None,
+    table: Annotated[list[str] | None, typer.Option("--table", help="With --reencrypt: only these data keys "
+                                                    "(store/table, e.g. postgres/oltp.customer).")] = None,
+    reencrypt: Annotated[bool, typer.Option(help="Also rotate the data keys and re-seal what they protect, in "
+                                            "batches (resumable: re-run after a failure).")] = False,
+) -> None:
+    """Rotate the KMS master keys and re-wrap the data keys (no data rewritten); --reencrypt rotates data keys."""
+    from paylake.security import keys, operators
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    who = operators.require(settings, operator, code, action="key rotation")
+    names = list(table or [])
+    unknown = [n for n in names if n not in keys.DATA_KEYS]
+    if unknown:
+        raise keys.KeyringError(f"unknown data key(s) {', '.join(unknown)}: choose from {', '.join(keys.DATA_KEYS)}")
+    stores = list(store or sorted({keys.DATA_KEYS[n].store for n in names}) or keys.STORES)
+    bad = [s for s in stores if s not in keys.STORES]
+    if bad:
+        raise keys.KeyringError(f"unknown store(s) {', '.join(bad)}: choose from {', '.join(keys.STORES)}")
+    with console.status("rotating") as status:
+        for line in keys.rotate_master(settings, stores, actor=who, progress=status.update):
+            console.print(line, highlight=False)
+        if reencrypt:
+            chosen = names or [n for n, s in keys.DATA_KEYS.items() if s.purpose == "encrypt" and s.store in stores]
+            for line in keys.reencrypt(settings, chosen, actor=who, progress=status.update):
+                console.print(line, highlight=False)
+
+
+@keys_app.command("destroy-customer")
+@expected_failures
+@needs("postgres", "kms")
+def keys_destroy_customer_command(
+    customer: Annotated[int, typer.Argument(help="CustomerID whose key to destroy.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded): e.g. the erasure request's reference.")],
+    operator: Operator = None, code: Totp = None,
+) -> None:
+    """Crypto-shred one customer: every copy of their PII (PostgreSQL, MongoDB, lake, backups) becomes unreadable."""
+    from paylake.security import keys, operators
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    who = operators.require(settings, operator, code, action="destroying a customer's key")
+    with keys.Keyring(settings) as ring:
+        done = ring.destroy_subject(customer, actor=who, reason=reason)
+    console.print(f"customer {customer}: key destroyed" if done else f"customer {customer}: no live key (already "
+                  "destroyed or unknown)", highlight=False)
+
+
+@operators_app.command("enroll")
+@expected_failures
+@needs("postgres", "kms")
+def operators_enroll_command(
+    name: Annotated[str, typer.Argument(help="Operator name (lower case).")],
+    replace: Annotated[bool, typer.Option(help="Issue a new secret to an enrolled operator.")] = False,
+) -> None:
+    """Enrol an operator: prints the TOTP secret once (add it to an authenticator app); stored sealed."""
+    from paylake.security import operators
+    from paylake.settings import load_settings
+
+    enrolment = operators.enroll(load_settings(), name, replace=replace)
+    console.print(f"operator {enrolment.name} enrolled; add this to an authenticator app now (shown once):",
+                  highlight=False)
+    print(enrolment.secret)
+    print(enrolment.uri)
+
+
+@operators_app.command("list")
+@expected_failures
+@needs("postgres")
+def operators_list_command() -> None:
+    """Enrolled operators (never their secrets)."""
+    from paylake.security import operators
+    from paylake.settings import load_settings
+
+    for name, enrolled, disabled, _ in operators.listing(load_settings()):
+        console.print(f"{name}\tenrolled {enrolled:%Y-%m-%d %H:%M}" + (" (disabled)" if disabled else ""),
+                      highlight=False)
+
+
+@pii_app.command("show")
+@expected_failures
+@needs("postgres", "kms")
+def pii_show_command(
+    customer: Annotated[list[int], typer.Argument(help="CustomerIDs.")],
+    operator: Operator = None, code: Totp = None,
+) -> None:
+    """Decrypt customers' email, name and street (recorded in the key log; needs an operator's TOTP)."""
+    import json
+
+    from paylake.security import keys, operators
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    who = operators.require(settings, operator, code, action="decrypting PII")
+    revealed = keys.reveal_customers(settings, customer)
+    with keys.Keyring(settings) as ring:
+        ring.log(who, "pii.reveal", keys.CUSTOMER_KEY, {"customers": sorted(revealed)})
+    for customer_id, values in revealed.items():
+        print(json.dumps({"customer_id": customer_id, **values}))

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from paylake.errors import ConfigError, PaylakeError
+from paylake.errors import PaylakeError
 from paylake.settings import Settings
 from paylake.stores import postgres
 
@@ -84,19 +84,49 @@ def migrate_postgres(settings: Settings, folder: Path = SQL_DIR) -> list[str]:
 
 
 def _load_keys(conn, settings: Settings) -> list[str]:
+    """The keyring's data keys (created by the KMS when missing), and the retirement of pgcrypto's single key:
+    values sealed with it are re-sealed under per-customer keys, then the key and its functions are dropped."""
+    from paylake.security import keys
+
     actions = []
-    for name, secret in (("pii", settings.pii_key), ("hmac", settings.pii_hmac_key)):
-        if secret is None:
-            raise ConfigError(f"PAYLAKE_{'PII_KEY' if name == 'pii' else 'PII_HMAC_KEY'} is not set: "
-                              "PII cannot be encrypted without it (the local stack generates one)")
-        row = conn.execute("select KeyValue from pii.Keyring where Name = %s", (name,)).fetchone()
-        if row is None:
-            conn.execute("insert into pii.Keyring (Name, KeyValue) values (%s, %s)", (name, secret.get_secret_value()))
-            actions.append(f"loaded the {name} key from settings")
-        elif row[0] != secret.get_secret_value():
-            raise ConfigError(f"the {name} key in settings differs from the one the database encrypts with: "
-                              "restore the original key (rotation re-encrypts and is a separate procedure)")
+    with keys.Keyring(settings, conn) as ring:
+        legacy = dict(conn.execute("select Name, KeyValue from pii.Keyring").fetchall())
+        actions += keys.import_legacy_hmac(conn, ring, legacy.get("hmac") or (
+            settings.pii_hmac_key.get_secret_value() if settings.pii_hmac_key else None))
+        for name in keys.DATA_KEYS:
+            if not conn.execute("select 1 from keyring.DataKey where KeyName = %s", (name,)).fetchone():
+                ring.new_version(name)
+                actions.append(f"created data key {name}")
+        if "pii" in legacy:
+            actions += _retire_pgcrypto(conn, ring)
+        elif conn.execute("select 1 from pg_proc where proname = 'encrypt' and pronamespace = 'pii'::regnamespace"
+                          ).fetchone():
+            conn.execute("drop function pii.encrypt(text), pii.decrypt(bytea), pii.lookup_hash(text)")
+            conn.execute("delete from pii.Keyring")
     return actions
+
+
+def _retire_pgcrypto(conn, ring) -> list[str]:
+    from paylake.security import keys
+
+    with conn.transaction():
+        customers = conn.execute("select CustomerID, pii.decrypt(EmailEncrypted), pii.decrypt(FullNameEncrypted)"
+                                 " from oltp.Customer").fetchall()
+        addresses = conn.execute("select AddressID, CustomerID, pii.decrypt(StreetEncrypted) from oltp.Address"
+                                 ).fetchall()
+        subject = ring.subject_keys([c[0] for c in customers], create=True)
+        for customer_id, email, name in customers:
+            conn.execute("update oltp.Customer set EmailEncrypted = %s, FullNameEncrypted = %s where CustomerID = %s",
+                         (*[keys.seal(subject[customer_id], v.encode(), keys.pii_aad("oltp.customer", c, customer_id))
+                            for c, v in (("EmailEncrypted", email), ("FullNameEncrypted", name))], customer_id))
+        for address_id, customer_id, street in addresses:
+            conn.execute("update oltp.Address set StreetEncrypted = %s where AddressID = %s",
+                         (keys.seal(subject[customer_id], street.encode(),
+                                    keys.pii_aad("oltp.address", "StreetEncrypted", customer_id)), address_id))
+        conn.execute("drop function pii.encrypt(text), pii.decrypt(bytea), pii.lookup_hash(text)")
+        conn.execute("delete from pii.Keyring")
+    return [f"re-sealed {len(customers)} customer(s) and {len(addresses)} address(es) under per-customer keys; "
+            "dropped pgcrypto's single PII key"]
 
 
 def migrate(settings: Settings) -> list[str]:
@@ -126,7 +156,7 @@ def isolated_sources(settings: Settings, name: str) -> Settings:
         drop_database_slots(conn, name)  # a database with a replication slot cannot be dropped
         conn.execute(f"drop database if exists {name} with (force)")
         conn.execute(f"create database {name}")
-    dsn = settings.postgres_dsn.get_secret_value().rsplit("/", 1)[0] + f"/{name}"
+    dsn = postgres.with_database(settings.postgres_dsn.get_secret_value(), name)
     isolated = settings.model_copy(update={"postgres_dsn": SecretStr(dsn), "mongo_database": name,
                                            "online_store_prefix": name})
     with mongo.client(isolated) as client:

@@ -229,6 +229,8 @@ def bson_type_of(value: Any) -> str | None:
         return "double"
     if isinstance(value, str):
         return "string"
+    if isinstance(value, bytes | bytearray):  # bson.Binary is a bytes subclass
+        return "binData"
     if isinstance(value, datetime.datetime):
         return "date"
     if isinstance(value, ObjectId):

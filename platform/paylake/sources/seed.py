@@ -1,7 +1,10 @@
 """``paylake seed``: fill both source systems with the generated world.
 
-PostgreSQL gets everything by COPY; clear PII only travels to the server,
-where it is encrypted, hashed and bcrypt-ed before it is stored. Labels and
+PostgreSQL gets everything by COPY; clear PII never reaches a server: each
+customer's email, name and street are sealed (AES-256-GCM) under that
+customer's own key (``paylake.security.keys``) and the email is keyed-hashed
+before COPY; passwords are bcrypt-ed by the server. Review texts in MongoDB are
+sealed under the same per-customer keys. Labels and
 refunds go through ``oltp.change_transaction_status`` (the audit path), in the
 order they arrive. MongoDB gets documents with ``insert_many`` (the server
 enforces the collections' validators; rejected documents are counted). Log
@@ -53,12 +56,18 @@ def seed(settings: Settings, spec: SeedSpec, *, reset: bool = False, progress=la
     data = generate(spec)
     report.seconds["generate"] = time.perf_counter() - started
     report.stats = data.stats
-    with postgres.connect(settings) as conn:
+    from paylake.security.keys import Keyring
+
+    with postgres.connect(settings) as conn, Keyring(settings, conn) as ring:  # one transaction
         _prepare_postgres(conn, data, reset)
+        progress("sealing PII under per-customer keys")
+        begin = time.perf_counter()
+        sealed = _seal_pii(ring, data, reset)
+        report.seconds["seal PII"] = time.perf_counter() - begin
         for table, _ in PG_TABLES:
             progress(f"loading {table}")
             begin = time.perf_counter()
-            report.rows[table] = _load_table(conn, table, data)
+            report.rows[table] = _load_table(conn, table, data, sealed)
             report.seconds[table] = time.perf_counter() - begin
         for table, identity in PG_TABLES:
             if identity:
@@ -115,11 +124,33 @@ def _prepare_postgres(conn, data: SeedData, reset: bool) -> None:
     conn.execute("select oltp.create_transaction_partitions(%s, %s)", (first, months))
 
 
-def _load_table(conn, table: str, data: SeedData) -> int:
+def _seal_pii(ring, data: SeedData, reset: bool) -> dict:
+    """Per-customer keys (new ones; a reset destroys the old ones first) and the sealed PII columns."""
+    from paylake.security import keys
+
+    customer_ids = data.customer["CustomerID"].to_pylist()
+    if reset:
+        ring.conn.execute("delete from keyring.SubjectKey")
+    subject = ring.subject_keys(customer_ids, create=True)
+    hmac_key = ring.hmac_key()
+    address_owner = data.address["CustomerID"].to_pylist()
+    return {
+        "keys": subject,
+        "EmailEncrypted": keys.seal_pii(subject, "oltp.customer", "EmailEncrypted", customer_ids,
+                                        data.customer["EmailClear"].to_pylist()),
+        "EmailHash": [keys.pseudonym(hmac_key, e) for e in data.customer["EmailClear"].to_pylist()],
+        "FullNameEncrypted": keys.seal_pii(subject, "oltp.customer", "FullNameEncrypted", customer_ids,
+                                           data.customer["FullNameClear"].to_pylist()),
+        "StreetEncrypted": keys.seal_pii(subject, "oltp.address", "StreetEncrypted", address_owner,
+                                         data.address["StreetClear"].to_pylist()),
+    }
+
+
+def _load_table(conn, table: str, data: SeedData, sealed: dict) -> int:
     if table == "oltp.Customer":
-        return _load_customers(conn, data.customer)
+        return _load_customers(conn, data.customer, sealed)
     if table == "oltp.Address":
-        return _load_addresses(conn, data.address)
+        return _load_addresses(conn, data.address, sealed)
     source = {
         "oltp.Currency": data.currency, "oltp.Location": data.location, "oltp.Merchant": data.merchant,
         "oltp.Product": data.product, "oltp.Device": data.device, "oltp.PaymentMethod": data.payment_method,
@@ -131,32 +162,43 @@ def _load_table(conn, table: str, data: SeedData) -> int:
     return postgres.copy_from_arrow(conn, table, source)
 
 
-def _load_customers(conn, customer: pa.Table) -> int:
-    """Clear PII goes to a temporary table of this session only and is
-    encrypted/hashed by the server on the way into oltp.Customer."""
+def _load_customers(conn, customer: pa.Table, sealed: dict) -> int:
+    """PII arrives sealed; only the password is clear on the way in (bcrypt needs it), in a temporary table
+    of this session only."""
+    rows = customer.drop_columns(["EmailClear", "FullNameClear"]).append_column(
+        "EmailEncrypted", pa.array(sealed["EmailEncrypted"], pa.binary())).append_column(
+        "EmailHash", pa.array(sealed["EmailHash"])).append_column(
+        "FullNameEncrypted", pa.array(sealed["FullNameEncrypted"], pa.binary()))
     conn.execute("create temp table seed_customer (CustomerID bigint, UserName text, PasswordClear text,"
-                 " EmailClear text, FullNameClear text, Segment text, Country text, SignupDate date,"
-                 " ConsentGDPRProcessing boolean, CCPADoNotSell boolean) on commit drop")
-    postgres.copy_from_arrow(conn, "seed_customer", customer)
+                 " EmailEncrypted bytea, EmailHash text, FullNameEncrypted bytea, Segment text, Country text,"
+                 " SignupDate date, ConsentGDPRProcessing boolean, CCPADoNotSell boolean) on commit drop")
+    _copy_binary(conn, "seed_customer", rows)
     cur = conn.execute(
         "insert into oltp.Customer (CustomerID, UserName, Password, EmailEncrypted, EmailHash, FullNameEncrypted,"
         " Segment, Country, SignupDate, ConsentGDPRProcessing, CCPADoNotSell, CreatedAt)"
-        " select CustomerID, UserName, pii.hash_password(PasswordClear, %s), pii.encrypt(EmailClear),"
-        " pii.lookup_hash(EmailClear), pii.encrypt(FullNameClear), Segment, Country, SignupDate,"
-        " ConsentGDPRProcessing, CCPADoNotSell, SignupDate::timestamptz from seed_customer",
+        " select CustomerID, UserName, pii.hash_password(PasswordClear, %s), EmailEncrypted, EmailHash,"
+        " FullNameEncrypted, Segment, Country, SignupDate, ConsentGDPRProcessing, CCPADoNotSell,"
+        " SignupDate::timestamptz from seed_customer",
         (PASSWORD_COST,))
     return cur.rowcount
 
 
-def _load_addresses(conn, address: pa.Table) -> int:
-    conn.execute("create temp table seed_address (AddressID bigint, CustomerID bigint, LocationID bigint,"
-                 " StreetClear text, PostalCode text, IsPrimary boolean) on commit drop")
-    postgres.copy_from_arrow(conn, "seed_address", address)
-    cur = conn.execute(
-        "insert into oltp.Address (AddressID, CustomerID, LocationID, StreetEncrypted, PostalCode, IsPrimary)"
-        " select AddressID, CustomerID, LocationID, pii.encrypt(StreetClear), PostalCode, IsPrimary"
-        " from seed_address")
-    return cur.rowcount
+def _load_addresses(conn, address: pa.Table, sealed: dict) -> int:
+    rows = address.drop_columns(["StreetClear"]).append_column(
+        "StreetEncrypted", pa.array(sealed["StreetEncrypted"], pa.binary()))
+    _copy_binary(conn, "oltp.Address", rows)
+    return rows.num_rows
+
+
+def _copy_binary(conn, table: str, rows: pa.Table) -> None:
+    """COPY rows holding bytea columns (psycopg adapts each value; PII tables are small)."""
+    from psycopg import sql
+
+    columns = sql.SQL(", ").join(sql.Identifier(n.lower()) for n in rows.column_names)
+    target = sql.SQL(".").join(sql.Identifier(p) for p in table.lower().split("."))
+    with conn.cursor().copy(sql.SQL("copy {} ({}) from stdin").format(target, columns)) as copy:
+        for row in zip(*(rows[n].to_pylist() for n in rows.column_names), strict=True):
+            copy.write_row(row)
 
 
 def apply_status_changes(conn, changes: pa.Table) -> int:

@@ -23,6 +23,7 @@ from paylake.stack.services import (
     LAKE_BUCKET,
     S3,
     SERVICES,
+    Kms,
     Mlflow,
     Mongo,
     OnlineStore,
@@ -114,6 +115,9 @@ class LocalStack:
                     )
             service.check_prerequisites(ctx)
 
+        from paylake.security import tls
+
+        tls.ensure(ctx.tls.folder)
         state["ports"] = ctx.ports
         self._save_state(state)
         self._write_stack_file(ctx)
@@ -234,10 +238,7 @@ class LocalStack:
     # ------------------------------------------------------------------ settings file
     def _write_stack_file(self, ctx: StackContext) -> None:
         sec = ctx.secrets
-        values = {
-            "PAYLAKE_PII_KEY": sec["pii_key"],
-            "PAYLAKE_PII_HMAC_KEY": sec["pii_hmac_key"],
-        }
+        values = {}  # PII keys are not here: data keys are wrapped by the KMS (paylake.security.keys)
         if "postgres" in ctx.ports:
             values["PAYLAKE_POSTGRES_DSN"] = Postgres().app_dsn(ctx)
         if "mongo" in ctx.ports:
@@ -260,6 +261,13 @@ class LocalStack:
             })
         if "mlflow" in ctx.ports:
             values["PAYLAKE_MLFLOW_TRACKING_URI"] = Mlflow().url(ctx)
+        if "kms" in ctx.ports:
+            values.update({
+                "PAYLAKE_KMS_ENDPOINT_URL": Kms().url(ctx),
+                "PAYLAKE_KMS_ACCESS_KEY_ID": sec["kms_pipeline_access_key_id"],
+                "PAYLAKE_KMS_SECRET_ACCESS_KEY": sec["kms_pipeline_secret"],
+            })
+        values["PAYLAKE_TLS_CA_FILE"] = str(ctx.tls.ca_cert)
         if "ray_gcs" in ctx.ports:
             values["PAYLAKE_RAY_ADDRESS"] = RayHead().address(ctx)
             values["PAYLAKE_RAY_DASHBOARD_URL"] = RayHead().url(ctx)
@@ -287,6 +295,11 @@ def _ensure_secrets(secrets: dict) -> None:
                 "snowflake_password", "pii_key", "pii_hmac_key", "online_password"):
         secrets.setdefault(key, secrets_module.token_urlsafe(24))
     secrets.setdefault("s3_access_key_id", "PAYLAKE" + secrets_module.token_hex(6).upper())
+    from paylake.stack.services import KMS_PRINCIPALS
+
+    for who in KMS_PRINCIPALS:  # the local KMS's principals (AWS: IAM roles; the pipeline's through IRSA)
+        secrets.setdefault(f"kms_{who}_access_key_id", "AKIAPL" + secrets_module.token_hex(7).upper())
+        secrets.setdefault(f"kms_{who}_secret", secrets_module.token_urlsafe(30))
 
 
 def _write_private(path: Path, text: str) -> None:

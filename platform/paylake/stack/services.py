@@ -41,6 +41,13 @@ class StackContext:
     extra_env: dict[str, str] = field(default_factory=dict)
     serve_ingress: str = DEFAULT_SERVE_INGRESS  # Ray Serve's HTTP ingress on the head: "haproxy" or "proxy" (Python)
 
+    @property
+    def tls(self):
+        """The stack's CA and server certificate (``paylake.security.tls``), created by ``stack up``."""
+        from paylake.security.tls import TlsFiles
+
+        return TlsFiles(self.state_dir / "tls")
+
     def log_file(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
 
@@ -157,8 +164,29 @@ class Postgres(Service):
 
     def prepare(self, ctx: StackContext) -> None:
         data = self.data_dir(ctx)
-        if (data / "PG_VERSION").exists():
-            return
+        if not (data / "PG_VERSION").exists():
+            self._initdb(ctx, data)
+        self._tls(ctx, data)
+
+    def _tls(self, ctx: StackContext, data: Path) -> None:
+        """TLS only: the server's certificate and key in its data directory (the key owned by the server's
+        account, 0600, as PostgreSQL demands), and pg_hba refusing every connection without TLS."""
+        user = self.os_user()
+        info = pwd.getpwnam(user) if user else None
+        for source, name, mode in ((ctx.tls.server_cert, "server.crt", 0o644), (ctx.tls.server_key, "server.key",
+                                                                                0o600)):
+            target = data / name
+            target.write_bytes(source.read_bytes())
+            target.chmod(mode)
+            if info:
+                os.chown(target, info.pw_uid, info.pw_gid)
+        hba = data / "pg_hba.conf"
+        rules = hba.read_text()
+        if "hostnossl all all all reject" not in rules:
+            hba.write_text("# paylake: TLS only (a plain TCP connection is refused before authentication)\n"
+                           "hostnossl all all all reject\n" + rules.replace("\nhost ", "\nhostssl "))
+
+    def _initdb(self, ctx: StackContext, data: Path) -> None:
         data.mkdir(parents=True, exist_ok=True)
         user = self.os_user()
         pwfile = data.parent / ".pgpass-init"
@@ -191,7 +219,9 @@ class Postgres(Service):
 
     def command(self, ctx: StackContext) -> list[str]:
         return [str(self.bin_dir() / "postgres"), "-D", str(self.data_dir(ctx)),
-                "-p", str(ctx.ports["postgres"]), "-c", f"listen_addresses={HOST}"]
+                "-p", str(ctx.ports["postgres"]), "-c", f"listen_addresses={HOST}", "-c", "ssl=on",
+                "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key",
+                "-c", "ssl_min_protocol_version=TLSv1.2"]
 
     @property
     def run_as(self) -> str | None:  # type: ignore[override]
@@ -205,7 +235,11 @@ class Postgres(Service):
 
     def superuser_dsn(self, ctx: StackContext, database: str = "postgres") -> str:
         password = ctx.secrets["postgres_superuser_password"]
-        return f"postgresql://postgres:{password}@{HOST}:{ctx.ports['postgres']}/{database}"
+        return f"postgresql://postgres:{password}@{HOST}:{ctx.ports['postgres']}/{database}?{self.tls_query(ctx)}"
+
+    def tls_query(self, ctx: StackContext) -> str:
+        """libpq's parameters: TLS, and the server's certificate verified against the stack's CA and host."""
+        return f"sslmode=verify-full&sslrootcert={ctx.tls.ca_cert}"
 
     def ready(self, ctx: StackContext) -> bool:
         import psycopg
@@ -239,7 +273,7 @@ class Postgres(Service):
 
     def app_dsn(self, ctx: StackContext) -> str:
         password = ctx.secrets["postgres_app_password"]
-        return f"postgresql://paylake_admin:{password}@{HOST}:{ctx.ports['postgres']}/paylake"
+        return f"postgresql://paylake_admin:{password}@{HOST}:{ctx.ports['postgres']}/paylake?{self.tls_query(ctx)}"
 
 
 POSTGRES_CONF = """
@@ -452,6 +486,82 @@ class Mlflow(Service):
         return _http_ok(self.url(ctx) + "/health")
 
 
+# --------------------------------------------------------------------------- KMS (moto's KMS API, guarded)
+KMS_PRINCIPALS = ("keyadmin", "pipeline", "developer")  # who may sign requests to the local KMS
+
+
+class Kms(Service):
+    """The key management service (``paylake.stack.kms_server``): moto's KMS backend with SigV4 principals,
+    enforced key policies, a state file under ``<state>/kms`` (keys survive a restart) and TLS."""
+
+    name = "kms"
+    port_names = ("kms",)
+
+    def check_prerequisites(self, ctx: StackContext) -> None:
+        _require_module("moto", self.name, "moto[server]")
+
+    def prepare(self, ctx: StackContext) -> None:
+        import json
+
+        folder = ctx.state_dir / "kms"
+        folder.mkdir(parents=True, exist_ok=True)
+        principals = {ctx.secrets[f"kms_{who}_access_key_id"]: {
+            "name": f"paylake-{who}", "secret": ctx.secrets[f"kms_{who}_secret"], "admin": who == "keyadmin"}
+            for who in KMS_PRINCIPALS}
+        path = folder / "principals.json"
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(json.dumps(principals, indent=2))
+
+    def command(self, ctx: StackContext) -> list[str]:
+        tls = ctx.tls
+        return [*_python_module("paylake.stack.kms_server"), "--host", HOST, "--port", str(ctx.ports["kms"]),
+                "--data", str(ctx.state_dir / "kms"), "--certfile", str(tls.server_cert),
+                "--keyfile", str(tls.server_key)]
+
+    def url(self, ctx: StackContext) -> str:
+        return f"https://{HOST}:{ctx.ports['kms']}"
+
+    def ready(self, ctx: StackContext) -> bool:
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client("kms", endpoint_url=self.url(ctx), region_name="us-east-1", verify=str(ctx.tls.ca_cert),
+                              aws_access_key_id=ctx.secrets["kms_keyadmin_access_key_id"],
+                              aws_secret_access_key=ctx.secrets["kms_keyadmin_secret"],
+                              config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}))
+        client.list_keys(Limit=1)
+        return True
+
+    def after_start(self, ctx: StackContext) -> None:
+        """The stores' master keys (key policy: the key administrator manages, the pipeline uses) and a key of
+        the developers' own, which their principal may use and no other (the key-access tests use both)."""
+        from pydantic import SecretStr
+
+        from paylake.security import keys
+        from paylake.settings import Settings
+        from paylake.stack.kms_server import principal_arn
+
+        admin = Settings(kms_endpoint_url=self.url(ctx), tls_ca_file=str(ctx.tls.ca_cert),
+                         kms_admin_access_key_id=SecretStr(ctx.secrets["kms_keyadmin_access_key_id"]),
+                         kms_admin_secret_access_key=SecretStr(ctx.secrets["kms_keyadmin_secret"]))
+        kms = keys.Kms(admin, admin=True)
+        keys.ensure_master_keys(kms, principal_arn("paylake-keyadmin"), [principal_arn("paylake-pipeline")])
+        aliases = {a["AliasName"] for a in kms.call("listing aliases", "list_aliases")["Aliases"]}
+        if kms.alias("sandbox-developer") not in aliases:
+            created = kms.call("creating the developers' key", "create_key", Description="developers' own key",
+                               Policy=keys.key_policy(principal_arn("paylake-keyadmin"),
+                                                      [principal_arn("paylake-developer")]))
+            kms.call("naming it", "create_alias", AliasName=kms.alias("sandbox-developer"),
+                     TargetKeyId=created["KeyMetadata"]["KeyId"])
+        path = ctx.state_dir / "keyadmin.env"
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text("# The key administrator's KMS credentials ('paylake keys rotate'): not the pipeline's.\n"
+                        f"PAYLAKE_KMS_ADMIN_ACCESS_KEY_ID={ctx.secrets['kms_keyadmin_access_key_id']}\n"
+                        f"PAYLAKE_KMS_ADMIN_SECRET_ACCESS_KEY={ctx.secrets['kms_keyadmin_secret']}\n")
+
+
 # --------------------------------------------------------------------------- Ray head
 
 
@@ -538,6 +648,6 @@ def _require_module(module: str, service: str, package: str) -> None:
         raise StackError(f"{service}: Python package '{package}' is not installed: run 'make setup'")
 
 
-ALL_SERVICES: tuple[Service, ...] = (Postgres(), Mongo(), OnlineStore(), S3(), Snowflake(), Mlflow(),
+ALL_SERVICES: tuple[Service, ...] = (Kms(), Postgres(), Mongo(), OnlineStore(), S3(), Snowflake(), Mlflow(),
                                       RayHead())
 SERVICES = {service.name: service for service in ALL_SERVICES}

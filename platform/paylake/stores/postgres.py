@@ -15,6 +15,13 @@ def where(dsn: str) -> str:
     return f"{parts.hostname}:{parts.port or 5432}"
 
 
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` naming another database (its TLS and other parameters kept)."""
+    from urllib.parse import urlunsplit
+
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
 def connect(settings: Settings, *, autocommit: bool = False, dsn: str | None = None, **kwargs) -> psycopg.Connection:
     """A psycopg connection to the OLTP database (or to ``dsn``)."""
     target = dsn or settings.postgres_dsn.get_secret_value()

@@ -147,11 +147,11 @@ def build_entity(settings: Settings, entity: Entity) -> pa.Table:
 
 
 def _hash_key(settings: Settings) -> str:
-    if settings.pii_hmac_key is None:
-        from paylake.errors import ConfigError
+    """The pseudonym key, unwrapped by the KMS for this build only (paylake.security.keys)."""
+    from paylake.security.keys import Keyring
 
-        raise ConfigError("PAYLAKE_PII_HMAC_KEY is not set: silver cannot pseudonymise without it")
-    return settings.pii_hmac_key.get_secret_value()
+    with Keyring(settings) as ring:
+        return ring.hmac_key().decode()
 
 
 @dataclass(frozen=True)
