@@ -5,7 +5,7 @@
 again, checks the files on disk are the same, and validates every manifest offline (the KubeRay CRDs'
 ``openAPIV3Schema``, core kinds with ``kubernetes-validate``).
 
-    Namespace paylake, ServiceAccount paylake (IRSA: S3 for the lake and MLflow's artifacts)
+    Namespace paylake, ServiceAccount paylake (IRSA: S3 for the lake and MLflow's artifacts, KMS key use)
     ConfigMap paylake-settings (non-secret PAYLAKE_* settings), Secrets paylake-sources / paylake-ray-token
       (templates: values come from the secret store, never from this repository)
     RayCluster paylake          head (no tasks) + CPU workers (autoscaled) + GPU workers (the log model)
@@ -268,7 +268,9 @@ def eks_cluster() -> dict:
             "metadata": {"name": "paylake", "region": REGION, "version": "1.33"},
             "iam": {"withOIDC": True, "serviceAccounts": [{
                 "metadata": {"name": "paylake", "namespace": NAMESPACE},
-                "attachPolicyARNs": ["arn:aws:iam::123456789012:policy/paylake-lake-rw"],
+                # the lake's prefixes, and use (never administration) of the stores' KMS master keys
+                "attachPolicyARNs": ["arn:aws:iam::123456789012:policy/paylake-lake-rw",
+                                     "arn:aws:iam::123456789012:policy/paylake-kms-use"],
                 "roleName": IRSA_ROLE.rsplit("/", 1)[1]}]},
             "managedNodeGroups": [group(s) for s in (HEAD, CPU_WORKERS, GPU_WORKERS, SERVICES_NODES)]}
 

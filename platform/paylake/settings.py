@@ -33,6 +33,13 @@ class ServingSettings(BaseModel):
     url: str = Field("http://127.0.0.1:8000", description="where the service answers (Serve's HTTP proxy)")
     api_keys: list[ApiKeyEntry] = Field(default_factory=list,
                                         description="clients and the hashes of their keys (JSON list)")
+    oidc_issuer: str | None = Field(None, description="SSO for the admin scope: the identity provider's issuer")
+    oidc_audience: str = Field("paylake-serve", description="the audience its tokens name for this API")
+    oidc_jwks_url: str | None = Field(None, description="the issuer's JWKS (its signing keys)")
+    oidc_jwks_file: str | None = Field(None, description="... or a JWKS file (the local stack's own issuer)")
+    oidc_admin_value: str = Field("paylake:admin", description="the scope an admin's token must hold")
+    tls_certfile: str | None = Field(None, description="HTTPS: the proxy's certificate (with an https url)")
+    tls_keyfile: str | None = Field(None, description="HTTPS: its private key")
     api_keys_file: str | None = Field(None, description="a JSON file of more entries (default: api_keys.json "
                                                         "beside the stack file, written by 'paylake serve key')")
 
@@ -133,7 +140,10 @@ def find_stack_file(start: Path | None = None) -> Path | None:
 
 def load_settings(stack_file: Path | None = None) -> Settings:
     """Read the settings once, at the edge (CLI, job entrypoint, test fixture)."""
+    from paylake.security import tls
+
     path = stack_file or find_stack_file()
-    if path is not None and path.is_file():
-        return Settings(_env_file=str(path), _env_file_encoding="utf-8")
-    return Settings()
+    settings = Settings(_env_file=str(path), _env_file_encoding="utf-8") if path is not None and path.is_file() \
+        else Settings()
+    tls.trust(settings.tls_ca_file)
+    return settings

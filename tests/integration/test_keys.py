@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from paylake.security import keys, operators, totp
 from paylake.security.totp import MfaError
-from paylake.stores import postgres
+from paylake.stores import mongo, postgres
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.stack
@@ -64,6 +64,20 @@ def test_pii_is_sealed_and_every_customer_opens(world):
     assert not any(v["email"].encode() in raw for v in revealed.values())
 
 
+def test_review_texts_in_mongo_are_sealed_under_the_customers_key(world):
+    from paylake.sources.documents import RATING_MESSAGES
+
+    with mongo.client(world) as client:
+        reviews = list(mongo.database(client, world).CustomerReview.find({}, {"customerId": 1, "message": 1}))
+    assert reviews and all(isinstance(r["message"], bytes) for r in reviews)
+    assert not any(m.encode() in r["message"] for r in reviews for m in RATING_MESSAGES.values())
+    with keys.Keyring(world) as ring:
+        subject = ring.subject_keys([r["customerId"] for r in reviews])
+    clear = keys.open_pii(subject, "mongo.customerreview", "message", [r["customerId"] for r in reviews],
+                          [r["message"] for r in reviews])
+    assert set(clear) <= set(RATING_MESSAGES.values())
+
+
 def test_a_tampered_or_moved_ciphertext_fails_with_a_clear_error(world):
     with postgres.connect(world) as conn:
         (first,), (second,) = conn.execute("select EmailEncrypted from oltp.Customer where CustomerID in (1, 2)"
@@ -92,6 +106,8 @@ def test_a_kms_that_is_down_or_a_wrong_key_gives_one_clear_error_and_writes_noth
         seed(down, dataclasses.replace(SCALES["tiny"], customers=60, days=20, log_sessions=0), reset=True)
     with postgres.connect(world) as conn:
         assert conn.execute("select count(*) from oltp.Customer").fetchone() == before, "nothing half-written"
+    with keys.Keyring(world) as ring, pytest.raises(keys.KeyringError, match="no key for customer"):  # missing
+        ring.subject_keys([1, 424242], require=True)
     wrong = world.model_copy(update={"kms_secret_access_key": SecretStr("not-the-secret")})
     with pytest.raises(keys.KeyringError, match="InvalidSignature|signature"):
         keys.reveal_customers(wrong, [1])
@@ -183,7 +199,9 @@ def test_a_destroyed_customer_key_makes_every_copy_unreadable(world, monkeypatch
     with postgres.connect(world) as conn:  # a backup taken before: the bytes as bronze and old Delta versions hold
         backup = conn.execute("select CustomerID, EmailEncrypted from oltp.Customer where CustomerID in (7, 8)"
                               " order by 1").fetchall()
-    victim = 9
+    with mongo.client(world) as client:
+        reviews = list(mongo.database(client, world).CustomerReview.find({}, {"customerId": 1, "message": 1}))
+    victim = next(r["customerId"] for r in reviews if r["customerId"] not in (7, 8))
     enrolment = operators.enroll(world, "op-shred", replace=True)
     _wait_next_step()
     result = run_cli(world, monkeypatch, "keys", "destroy-customer", str(victim), "--reason", "erasure test",
@@ -197,6 +215,9 @@ def test_a_destroyed_customer_key_makes_every_copy_unreadable(world, monkeypatch
     with keys.Keyring(world) as ring:
         subject = ring.subject_keys([victim, *others])
     assert victim not in subject
+    own = [r for r in reviews if r["customerId"] == victim]
+    assert keys.open_pii(subject, "mongo.customerreview", "message", [victim] * len(own),
+                         [r["message"] for r in own]) == [None] * len(own), "the review texts too"
     backed_up = {cid: blob for cid, blob in backup}
     for cid in others:
         assert keys.open_pii(subject, "oltp.customer", "EmailEncrypted", [cid], [backed_up[cid]])[0]

@@ -122,8 +122,9 @@ def test_auth_size_and_field_errors(service, fraud_lake):
     assert post(service, "/v1/fraud/score", txn, key="logs").status_code == 403
     assert post(service, "/v1/logs/score", {"lines": [{"message": "x"}]}, key="fraud").status_code == 403
     assert post(service, "/v1/admin/reload", key="fraud").status_code == 403
-    assert post(service, "/v1/admin/reload", key="all").status_code == 200
+    assert post(service, "/v1/admin/reload", key="all").status_code == 401, "an admin key alone is not enough"
 
+    too_big = post(service, "/v1/logs/score", {"lines": [{"message": "x" * 10_000}] * 40})
     too_big = post(service, "/v1/logs/score", {"lines": [{"message": "x" * 10_000}] * 40})
     assert too_big.status_code == 413 and "larger than" in too_big.json()["detail"]
     negative = post(service, "/v1/fraud/score", dict(txn, amount_eur=-5))
@@ -333,3 +334,43 @@ def test_no_log_line_holds_a_key_a_body_or_pii(service, local_stack):
     assert "/v1/fraud/score" in text  # the access log is there
     for secret in [*service["keys"].values(), str(SECRET_AMOUNT), "4111111111111111"]:
         assert secret not in text
+
+
+def test_admin_calls_need_an_sso_token_with_a_second_factor(service, settings, monkeypatch):
+    """The admin scope: the API key, plus an ID token of the configured issuer (the local stack's own, minted
+    by 'paylake operators token' once an enrolled operator's TOTP code checks) showing MFA."""
+    import time
+    from pathlib import Path
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from paylake.security import operators, sso, totp
+    from tests.conftest import run_cli
+
+    enrolment = operators.enroll(settings, "op-serve", replace=True)
+    result = run_cli(settings, monkeypatch, "operators", "token", "--operator", "op-serve", "--totp",
+                     totp.code_at(enrolment.secret, time.time()))
+    assert result.exit_code == 0, result.output
+    token = result.output.strip().splitlines()[-1]
+
+    def admin(id_token: str | None) -> httpx.Response:
+        return post(service, "/v1/admin/reload", headers={"X-Paylake-Id-Token": id_token} if id_token else {})
+
+    assert admin(token).status_code == 200
+    assert post(service, "/v1/admin/reload", key="fraud", headers={"X-Paylake-Id-Token": token}).status_code == 403
+    refused = admin(None)
+    assert refused.status_code == 401 and "X-Paylake-Id-Token" in refused.json()["detail"]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    forged = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
+                        headers={"kid": jwt.get_unverified_header(token)["kid"]})
+    assert "signature" in admin(forged).json()["detail"]
+    no_mfa = sso.mint_local(settings, "op-serve")
+    issuer_key = serialization.load_pem_private_key(
+        (Path(settings.serving.oidc_jwks_file).parent / "issuer.key").read_bytes(), password=None)
+    stripped = jwt.encode({**jwt.decode(no_mfa, options={"verify_signature": False}), "amr": ["pwd"]}, issuer_key,
+                          algorithm="ES256", headers={"kid": jwt.get_unverified_header(no_mfa)["kid"]})
+    assert "second factor" in admin(stripped).json()["detail"]
+    expired = sso.mint_local(settings, "op-serve", now=time.time() - 3600)
+    assert "expired" in admin(expired).json()["detail"]

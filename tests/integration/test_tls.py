@@ -54,3 +54,46 @@ def test_the_kms_speaks_only_tls_with_the_stack_certificate(settings):
                           verify=True, aws_access_key_id="x", aws_secret_access_key="y")
     with pytest.raises(SSLError):  # the system's CAs do not know the stack's
         client.list_keys()
+
+
+def _plain(url: str) -> str:
+    return url.replace("https://", "http://", 1)
+
+
+@pytest.mark.parametrize("service", ["s3", "mlflow", "snowflake", "kms", "mongo"])
+def test_plain_tcp_is_refused(settings, service):
+    import urllib.request
+
+    import pymongo
+
+    if service == "mongo":
+        plain = settings.mongo_uri.get_secret_value().split("?")[0]
+        with pytest.raises(pymongo.errors.PyMongoError), pymongo.MongoClient(plain, serverSelectionTimeoutMS=2000) \
+                as client:
+            client.admin.command("ping")
+        return
+    url = {"s3": settings.s3_endpoint_url, "mlflow": settings.mlflow_tracking_uri, "kms": settings.kms_endpoint_url,
+           "snowflake": f"https://{settings.snowflake_host}:{settings.snowflake_port}"}[service]
+    assert url.startswith("https://")
+    with pytest.raises(OSError):  # the TLS server closes a plain HTTP request without an answer
+        urllib.request.urlopen(_plain(url) + "/", timeout=5)  # noqa: S310 - loopback
+
+
+def test_clients_refuse_a_server_their_ca_did_not_sign(settings, tmp_path):
+    import pymongo
+
+    from paylake.security import tls
+    from paylake.stores import lake
+
+    files, _ = tls.ensure(tmp_path / "other")
+    wrong = settings.model_copy(update={"tls_ca_file": str(files.ca_cert)})
+    with pytest.raises(SSLError):
+        lake.s3_client(wrong).list_buckets()
+    with pytest.raises(OSError, match="certificate|SSL|ssl"):
+        lake.filesystem(wrong).get_file_info("paylake-lake/lake")
+    uri = settings.mongo_uri.get_secret_value().split("?")[0] + f"?tls=true&tlsCAFile={files.ca_cert}"
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError, match="certificate verify failed"), \
+            pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000) as client:
+        client.admin.command("ping")
+    with pymongo.MongoClient(settings.mongo_uri.get_secret_value(), serverSelectionTimeoutMS=5000) as client:
+        assert client.admin.command("ping")["ok"] == 1

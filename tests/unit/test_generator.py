@@ -1,6 +1,7 @@
 """The synthetic world: reproducible, consistent, with fraud at the configured rate."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pyarrow.compute as pc
@@ -9,6 +10,7 @@ import pytest
 from paylake.sources.documents import customer_documents, interaction_documents, review_documents
 from paylake.sources.generator import SCALES, STATUS_ID, SeedSpec, generate
 from paylake.sources.mongo_model import validate
+from paylake.sources.seed import seal_reviews
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,9 @@ def test_amounts_are_heavy_tailed_and_weekends_busier(demo):
 
 def test_documents_satisfy_the_collection_schemas(tiny):
     rng = np.random.default_rng(1)
-    for name, docs in (("Customer", customer_documents(tiny)), ("CustomerReview", review_documents(tiny, rng)),
+    reviews = review_documents(tiny, rng)
+    keys = {int(d["customerId"]): os.urandom(32) for d in reviews}  # sealed as paylake seed does
+    for name, docs in (("Customer", customer_documents(tiny)), ("CustomerReview", seal_reviews(reviews, keys)),
                        ("UserInteractionData", interaction_documents(tiny, rng))):
         assert docs, name
         for doc in docs[:200]:

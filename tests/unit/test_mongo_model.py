@@ -40,7 +40,7 @@ def good_documents() -> dict[str, dict[str, Any]]:
             "customerId": 42,
             "merchantId": 7,
             "rating": 5,
-            "message": "quick checkout",
+            "message": b"sealed review text",
             "timestamp": NOW,
         },
         "UserInteractionData": {

@@ -83,7 +83,7 @@ def keys_status_command() -> None:
     for column in ("key", "version", "state", "master key", "age", "last wrapped", "protects"):
         table.add_column(column, overflow="fold")
     for row in keys.status(settings):
-        table.add_row(row.name, str(row.version), row.state, row.master, f"{(now - row.created).days} d",
+        table.add_row(row.name, str(row.version), row.state, row.master[:8], f"{(now - row.created).days} d",
                       f"{(now - row.wrapped_at).days} d ago", row.protects)
     console.print(table)
     live, destroyed = keys.subject_counts(settings)
@@ -195,3 +195,102 @@ def pii_show_command(
         ring.log(who, "pii.reveal", keys.CUSTOMER_KEY, {"customers": sorted(revealed)})
     for customer_id, values in revealed.items():
         print(json.dumps({"customer_id": customer_id, **values}))
+
+
+# --------------------------------------------------------------------------- access
+access_app = typer.Typer(help="Access control across the stores, from one policy file (security/policy.yaml).",
+                         no_args_is_help=True)
+app.add_typer(access_app, name="access")
+PolicyFile = Annotated[str | None, typer.Option("--policy", help="The policy file (default: security/policy.yaml).")]
+StoreNames = Annotated[list[str] | None, typer.Option("--store", help="Only these stores (postgres, mongo, online, "
+                                                      "kms, lake, serve).")]
+
+
+def _stores(chosen: list[str] | None) -> tuple[str, ...]:
+    from paylake.security import access
+
+    unknown = sorted(set(chosen or []) - set(access.STORES))
+    if unknown:
+        from paylake.errors import ConfigError
+
+        raise ConfigError(f"unknown store(s) {', '.join(unknown)}: choose from {', '.join(access.STORES)}")
+    return tuple(chosen or access.STORES)
+
+
+@access_app.command("audit")
+@expected_failures
+@needs("postgres", "mongo", "online", "kms")
+def access_audit_command(policy: PolicyFile = None, store: StoreNames = None) -> None:
+    """Compare the stores' grants with the policy: drift, expired grants still present, over-privileged roles.
+    Exits 1 when anything but unmanaged principals is found."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from paylake.security import access
+    from paylake.settings import load_settings
+
+    declared = access.load_policy(Path(policy) if policy else None)
+    findings = access.audit(load_settings(), declared, stores=_stores(store))
+    table = Table(title="access audit")
+    for column in ("store", "principal", "finding", "detail"):
+        table.add_column(column, overflow="fold")
+    for f in sorted(findings, key=lambda f: (not f.is_problem, f.store, f.principal)):
+        table.add_row(f.store, f.principal, f.kind, f.detail)
+    console.print(table)
+    problems = [f for f in findings if f.is_problem]
+    console.print(f"{len(problems)} problem(s), {len(findings) - len(problems)} unmanaged principal(s)"
+                  + ("" if not problems else ": run 'paylake access apply'"), highlight=False)
+    if problems:
+        raise typer.Exit(1)
+
+
+@access_app.command("apply")
+@expected_failures
+@needs("postgres", "mongo", "online", "kms")
+def access_apply_command(policy: PolicyFile = None, store: StoreNames = None) -> None:
+    """Make every store match the policy; expired contractor grants are revoked and reported."""
+    from pathlib import Path
+
+    from paylake.security import access
+    from paylake.settings import load_settings
+
+    declared = access.load_policy(Path(policy) if policy else None)
+    changes, created = access.apply(load_settings(), declared, stores=_stores(store))
+    for change in changes:
+        console.print(f"{change.store}\t{change.principal}\t{change.action}", highlight=False)
+    expired = [c for c in changes if "expired" in c.action]
+    console.print(f"{len(changes)} change(s); {len(expired)} expired grant(s) revoked" if changes
+                  else "the stores match the policy: nothing to change", highlight=False)
+    for name, secret in created.items():  # shown once, for the operator's secret store
+        console.print(f"new credentials of {name} (store them now, they are not kept): {secret}", highlight=False)
+
+
+@operators_app.command("token")
+@expected_failures
+@needs("postgres", "kms")
+def operators_token_command(operator: Operator = None, code: Totp = None) -> None:
+    """An ID token for the scoring API's admin calls (header X-Paylake-Id-Token), valid five minutes: the local
+    stack's issuer signs it once the operator's TOTP code checks (production: the identity provider's login)."""
+    from paylake.security import operators, sso
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    who = operators.require(settings, operator, code, action="an admin token")
+    print(sso.mint_local(settings, who))
+
+
+@access_app.command("snowflake-sql")
+@expected_failures
+def access_snowflake_sql_command(policy: PolicyFile = None) -> None:
+    """The policy's Snowflake roles, grants and users as SQL, for the account administrator to run (the local
+    warehouse server parses no GRANT)."""
+    from pathlib import Path
+
+    from paylake.security import access
+    from paylake.settings import load_settings
+
+    settings = load_settings()
+    declared = access.load_policy(Path(policy) if policy else None)
+    for statement in access.snowflake_statements(declared, settings.snowflake_database, settings.snowflake_schema):
+        print(statement)

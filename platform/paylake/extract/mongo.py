@@ -42,7 +42,7 @@ def arrow_type(spec: dict[str, Any]) -> pa.DataType:
         return pa.list_(arrow_type(spec.get("items", {"bsonType": "string"})))
     return {"string": pa.string(), "int": pa.int64(), "long": pa.int64(), "double": pa.float64(),
             "decimal": pa.float64(), "bool": pa.bool_(), "date": pa.timestamp("ms"),
-            "objectId": pa.string()}.get(kind, pa.string())
+            "objectId": pa.string(), "binData": pa.binary()}.get(kind, pa.string())
 
 
 def bronze_schema(collection: str) -> pa.Schema:
@@ -75,12 +75,14 @@ def _pymongoarrow():
 def _read_schema(collection: str):
     """The pymongoarrow schema used to decode documents (ObjectIds as their own type)."""
     api, types = _pymongoarrow()
-    Schema, ObjectIdType = api.Schema, types.ObjectIdType  # noqa: N806
+    Schema, ObjectIdType, BinaryType = api.Schema, types.ObjectIdType, types.BinaryType  # noqa: N806
 
     spec = SCHEMAS[collection]
     fields = {}
     for name, child in spec["properties"].items():
-        fields[name] = ObjectIdType() if child.get("bsonType") == "objectId" else arrow_type(child)
+        kind = child.get("bsonType")
+        fields[name] = ObjectIdType() if kind == "objectId" else BinaryType(0) if kind == "binData" \
+            else arrow_type(child)
     return Schema(fields)
 
 

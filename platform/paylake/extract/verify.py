@@ -145,12 +145,16 @@ def verify_postgres(settings: Settings, source, bronze: pa.Table) -> VerifyResul
 def verify_mongo(settings: Settings, source: MongoCollectionSource, bronze: pa.Table) -> VerifyResult:
     schema = source.data_schema()
     scalars = [f for f in schema if f.name != "_id" and (pa.types.is_integer(f.type) or pa.types.is_string(f.type)
-                                                          or pa.types.is_timestamp(f.type))]
+                                                          or pa.types.is_timestamp(f.type)
+                                                          or pa.types.is_binary(f.type))]
     group: dict = {"_id": None, "rows": {"$sum": 1}}
     for i, f in enumerate(scalars):
         if pa.types.is_string(f.type):
             group[f"c{i}"] = {"$sum": {"$cond": [{"$eq": [{"$type": f"${f.name}"}, "string"]},
                                                  {"$strLenBytes": f"${f.name}"}, 0]}}
+        elif pa.types.is_binary(f.type):  # sealed fields: their sizes
+            group[f"c{i}"] = {"$sum": {"$cond": [{"$eq": [{"$type": f"${f.name}"}, "binData"]},
+                                                 {"$binarySize": f"${f.name}"}, 0]}}
         elif pa.types.is_timestamp(f.type):  # dates only: a string is no date, whatever it says
             group[f"c{i}"] = {"$sum": {"$cond": [{"$eq": [{"$type": f"${f.name}"}, "date"]},
                                                  {"$toLong": f"${f.name}"}, 0]}}

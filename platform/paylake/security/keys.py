@@ -70,7 +70,7 @@ PSEUDONYM_KEY = "lake/pseudonyms"
 OPERATOR_KEY = "security/operators"
 DATA_KEYS: dict[str, DataKeySpec] = {s.name: s for s in (
     DataKeySpec(CUSTOMER_KEY, "encrypt", "the per-customer keys (keyring.SubjectKey), which seal each customer's "
-                                         "email, name and street"),
+                                         "email, name, street (PostgreSQL) and review texts (MongoDB)"),
     DataKeySpec(PSEUDONYM_KEY, "hmac", "the keyed hashes of emails (oltp.Customer.EmailHash) and of client "
                                        "addresses in silver: pseudonyms, not encryption"),
     DataKeySpec(OPERATOR_KEY, "encrypt", "the operators' TOTP secrets (keyring.Operator)"),
@@ -287,9 +287,9 @@ class Keyring:
         return self.data_key(PSEUDONYM_KEY)[1]
 
     # -- per-customer keys
-    def subject_keys(self, customer_ids, *, create: bool = False) -> dict[int, bytes]:
+    def subject_keys(self, customer_ids, *, create: bool = False, require: bool = False) -> dict[int, bytes]:
         """The plaintext keys of these customers (created when missing and ``create``). A destroyed key is
-        absent from the answer."""
+        absent from the answer; with ``require``, a customer who never had one is an error."""
         ids = sorted({int(i) for i in customer_ids})
         found: dict[int, bytes] = {}
         if not ids:
@@ -305,6 +305,10 @@ class Keyring:
             found[customer_id] = unseal(table_key, bytes(wrapped), _subject_aad(customer_id),
                                         f"the key of customer {customer_id}")
         missing = [i for i in ids if i not in known]
+        if missing and require and not create:
+            shown = ", ".join(map(str, missing[:5])) + (" …" if len(missing) > 5 else "")
+            raise KeyringError(f"no key for customer(s) {shown} in the keyring: their PII was not sealed here "
+                               "(another stack's data, or a keyring restored from elsewhere)")
         if missing and create:
             version, table_key = self.data_key(CUSTOMER_KEY)
             fresh = {i: AESGCM.generate_key(256) for i in missing}
@@ -528,11 +532,11 @@ def reveal_customers(settings: Settings, customer_ids) -> dict[int, dict[str, st
 
     ids = sorted({int(i) for i in customer_ids})
     with postgres.connect(settings, autocommit=True) as conn, Keyring(settings, conn) as ring:
-        subject = ring.subject_keys(ids)
         customers = conn.execute("select CustomerID, EmailEncrypted, FullNameEncrypted from oltp.Customer where"
                                  " CustomerID = any(%s) order by CustomerID", (ids,)).fetchall()
         streets = conn.execute("select CustomerID, StreetEncrypted from oltp.Address where CustomerID = any(%s)"
                                " and IsPrimary order by CustomerID", (ids,)).fetchall()
+        subject = ring.subject_keys([c[0] for c in customers], require=True)
     out: dict[int, dict[str, str | None]] = {}
     for cid, email, name in customers:
         out[cid] = {"email": open_pii(subject, "oltp.customer", "EmailEncrypted", [cid], [email])[0],

@@ -53,6 +53,12 @@ class TlsFiles:
         return self.folder / "server.key"
 
     @property
+    def trust_bundle(self) -> Path:
+        """The public CAs plus the stack's CA: for clients that take one process-wide file (delta-rs,
+        requests), so that trusting the stack does not distrust the rest of the world."""
+        return self.folder / "trust-bundle.pem"
+
+    @property
     def server_bundle(self) -> Path:
         """Key and certificate in one file (servers that take one PEM file)."""
         return self.folder / "server-bundle.pem"
@@ -73,7 +79,35 @@ def ensure(folder: Path) -> tuple[TlsFiles, list[str]]:
             or _expires(files.server_cert) - now < RENEW_BEFORE or not _issued_by(files.server_cert, ca_cert):
         _write_server(files, ca_cert, now)
         actions.append("issued the server certificate")
+    public = _public_cas()
+    files.trust_bundle.write_bytes((public.read_bytes() if public else b"") + b"\n" + files.ca_cert.read_bytes())
     return files, actions
+
+
+def _public_cas() -> Path | None:
+    try:
+        import certifi
+
+        return Path(certifi.where())
+    except ImportError:
+        import ssl
+
+        found = ssl.get_default_verify_paths().openssl_cafile
+        return Path(found) if found and Path(found).is_file() else None
+
+
+def trust(ca_file: str | None) -> None:
+    """Make this process's clients that read the environment (delta-rs' object_store, MLflow's requests, the
+    Snowflake connector) verify servers against the stack's CA as well as the public ones. Idempotent; a no-op
+    without a CA file (production: the system's trust store)."""
+    if not ca_file:
+        return
+    bundle = Path(ca_file).with_name("trust-bundle.pem")
+    if not bundle.is_file():
+        return
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        os.environ[name] = str(bundle)
+    os.environ.pop("SSL_CERT_DIR", None)  # else OpenSSL-based clients also read a directory of other CAs
 
 
 def _expires(path: Path) -> dt.datetime:

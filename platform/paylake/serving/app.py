@@ -289,6 +289,7 @@ api = FastAPI(title="paylake scoring API", version="1",
               description="Fraud and database-session anomaly scores. Keys: 'Authorization: Bearer <key>'.")
 LIMITS = {"max_body_bytes": ServeOptions.max_body_bytes}
 _KEYS: dict[str, LiveKeyring] = {"ring": LiveKeyring(None)}
+_ADMIN: dict = {"tokens": None}
 
 
 class _LimitFromOptions(BodyLimit):
@@ -309,12 +310,23 @@ def _key(authorization: Annotated[str | None, Header()] = None,
 
 
 def require(scope: str | None):
-    def check(key: Annotated[str | None, Depends(_key)]) -> str:
+    def check(key: Annotated[str | None, Depends(_key)],
+              x_paylake_id_token: Annotated[str | None, Header()] = None) -> str:
         try:
-            return _KEYS["ring"].get().authorize(key, scope).name
+            name = _KEYS["ring"].get().authorize(key, scope).name
         except AuthError as exc:
             raise HTTPException(exc.status, str(exc),
                                 headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None) from None
+        if scope == "admin":  # the admin scope also needs single sign-on with a second factor
+            from paylake.security.oidc import OidcError
+            from paylake.security.sso import AdminTokens
+
+            try:
+                claims = (_ADMIN["tokens"] or AdminTokens(None)).check(x_paylake_id_token)
+            except OidcError as exc:
+                raise HTTPException(401, f"admin call refused: {exc}") from None
+            log.info("admin call by %s (SSO subject %s)", name, claims.get("sub"))
+        return name
     return check
 
 
@@ -356,6 +368,9 @@ class Ingress:
         LIMITS["max_body_bytes"] = self.options.max_body_bytes
         RequestId.echo = False  # Serve's proxy puts its request id (the client's, when given) in the response
         _KEYS["ring"] = LiveKeyring(replica_settings(self.options))
+        from paylake.security.sso import AdminTokens, admin_config
+
+        _ADMIN["tokens"] = AdminTokens(admin_config(replica_settings(self.options)))
         if not len(_KEYS["ring"].get()):
             log.warning("no API key is configured: every scoring request will get 401 ('paylake serve key')")
 

@@ -60,7 +60,12 @@ def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120
     parts = urlsplit(url)
     init_ray(settings, log_to_driver=False)  # the replicas' access logs stay in their files (and the dashboard)
     progress(f"starting Serve's HTTP proxy on {parts.hostname}:{parts.port}")
-    serve.start(http_options={"host": parts.hostname, "port": parts.port}, proxy_location="HeadOnly")
+    http = {"host": parts.hostname, "port": parts.port}
+    if parts.scheme == "https":  # Serve's Python proxy terminates TLS (Serve's HAProxy ingress cannot: README)
+        if not (settings.serving.tls_certfile and settings.serving.tls_keyfile):
+            raise ConfigError(f"{url} is https but PAYLAKE_SERVING__TLS_CERTFILE / __TLS_KEYFILE are not set")
+        http.update(ssl_certfile=settings.serving.tls_certfile, ssl_keyfile=settings.serving.tls_keyfile)
+    serve.start(http_options=http, proxy_location="HeadOnly")
     app, _ = application(overrides, deployments=deployments)
     progress("deploying the application (ingress, fraud, logs)")
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)

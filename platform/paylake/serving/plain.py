@@ -32,6 +32,9 @@ def create_app(model_name: str, alias: str = "champion", max_body_bytes: int = 2
     model = FraudScorer.load(settings, model_name, version)
     store = RedisOnlineStore(settings)
     serving_app._KEYS["ring"] = LiveKeyring(settings)
+    from paylake.security.sso import AdminTokens, admin_config
+
+    serving_app._ADMIN["tokens"] = AdminTokens(admin_config(settings))
     api = FastAPI(title="paylake fraud scoring (plain uvicorn)")
     schemas.install_error_handlers(api)
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes)

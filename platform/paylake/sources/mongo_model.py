@@ -134,7 +134,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "customerId": _integer_id(),
             "merchantId": _integer_id(),
             "rating": {"bsonType": "int", "minimum": RATING_RANGE[0], "maximum": RATING_RANGE[1]},
-            "message": _string(),
+            "message": {"bsonType": "binData"},  # sealed under the customer's key (paylake.security.keys)
             "timestamp": _date(),
         },
         optional=["_id"],

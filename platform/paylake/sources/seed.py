@@ -4,6 +4,7 @@ PostgreSQL gets everything by COPY; clear PII never reaches a server: each
 customer's email, name and street are sealed (AES-256-GCM) under that
 customer's own key (``paylake.security.keys``) and the email is keyed-hashed
 before COPY; passwords are bcrypt-ed by the server. Review texts in MongoDB are
+sealed under the same per-customer keys (client-side field encryption). Review texts in MongoDB are
 sealed under the same per-customer keys. Labels and
 refunds go through ``oltp.change_transaction_status`` (the audit path), in the
 order they arrive. MongoDB gets documents with ``insert_many`` (the server
@@ -86,7 +87,7 @@ def seed(settings: Settings, spec: SeedSpec, *, reset: bool = False, progress=la
         builders = {
             "Customer": lambda: documents.customer_documents(data),
             "Merchant": lambda: documents.merchant_documents(data),
-            "CustomerReview": lambda: documents.review_documents(data, rng),
+            "CustomerReview": lambda: seal_reviews(documents.review_documents(data, rng), sealed["keys"]),
             "UserInteractionData": lambda: documents.interaction_documents(data, rng),
         }
         if reset:
@@ -144,6 +145,17 @@ def _seal_pii(ring, data: SeedData, reset: bool) -> dict:
         "StreetEncrypted": keys.seal_pii(subject, "oltp.address", "StreetEncrypted", address_owner,
                                          data.address["StreetClear"].to_pylist()),
     }
+
+
+def seal_reviews(docs: list[dict], subject: dict[int, bytes]) -> list[dict]:
+    """Review texts sealed under their author's key (client-side field encryption, the envelope of
+    paylake.security.keys: the same per-customer key as their PostgreSQL PII, so one destroyed key erases both)."""
+    from paylake.security import keys
+
+    for doc in docs:
+        doc["message"] = keys.seal(subject[int(doc["customerId"])], doc["message"].encode(),
+                                   keys.pii_aad("mongo.customerreview", "message", doc["customerId"]))
+    return docs
 
 
 def _load_table(conn, table: str, data: SeedData, sealed: dict) -> int:

@@ -256,7 +256,7 @@ class LocalStack:
             values.update({
                 "PAYLAKE_SNOWFLAKE_HOST": HOST,
                 "PAYLAKE_SNOWFLAKE_PORT": str(ctx.ports["snowflake"]),
-                "PAYLAKE_SNOWFLAKE_PROTOCOL": "http",
+                "PAYLAKE_SNOWFLAKE_PROTOCOL": "https",
                 "PAYLAKE_SNOWFLAKE_PASSWORD": sec["snowflake_password"],
             })
         if "mlflow" in ctx.ports:
@@ -268,11 +268,20 @@ class LocalStack:
                 "PAYLAKE_KMS_SECRET_ACCESS_KEY": sec["kms_pipeline_secret"],
             })
         values["PAYLAKE_TLS_CA_FILE"] = str(ctx.tls.ca_cert)
+        from paylake.security import sso
+
+        values.update({"PAYLAKE_SERVING__OIDC_ISSUER": sso.LOCAL_ISSUER,  # the admin scope's SSO (its own issuer)
+                       "PAYLAKE_SERVING__OIDC_JWKS_FILE": str(sso.ensure_local_issuer(ctx.tls.folder))})
         if "ray_gcs" in ctx.ports:
             values["PAYLAKE_RAY_ADDRESS"] = RayHead().address(ctx)
             values["PAYLAKE_RAY_DASHBOARD_URL"] = RayHead().url(ctx)
         if "serve" in ctx.ports:
-            values["PAYLAKE_SERVING__URL"] = f"http://{HOST}:{ctx.ports['serve']}"
+            if ctx.serve_ingress == "proxy":  # Serve's Python proxy speaks HTTPS with the stack's certificate
+                values.update({"PAYLAKE_SERVING__URL": f"https://{HOST}:{ctx.ports['serve']}",
+                               "PAYLAKE_SERVING__TLS_CERTFILE": str(ctx.tls.server_cert),
+                               "PAYLAKE_SERVING__TLS_KEYFILE": str(ctx.tls.server_key)})
+            else:  # Serve's generated HAProxy configuration has no TLS bind: plain HTTP on loopback (README)
+                values["PAYLAKE_SERVING__URL"] = f"http://{HOST}:{ctx.ports['serve']}"
         body = "# Written by 'paylake stack up'; loaded by paylake.settings. Local secrets: keep private.\n"
         body += "".join(f"{key}={value}\n" for key, value in values.items())
         _write_private(self.stack_file, body)
@@ -292,11 +301,14 @@ def _select(names: list[str] | None) -> list[Service]:
 
 def _ensure_secrets(secrets: dict) -> None:
     for key in ("postgres_superuser_password", "postgres_app_password", "s3_secret_access_key",
-                "snowflake_password", "pii_key", "pii_hmac_key", "online_password"):
+                "snowflake_password", "pii_key", "pii_hmac_key", "online_password", "mongo_pipeline_password"):
         secrets.setdefault(key, secrets_module.token_urlsafe(24))
     secrets.setdefault("s3_access_key_id", "PAYLAKE" + secrets_module.token_hex(6).upper())
     from paylake.stack.services import KMS_PRINCIPALS
 
+    for role in ("developer", "readonly"):  # the lake's other principals (paylake access: prefix rules)
+        secrets.setdefault(f"s3_{role}_access_key_id", "PAYLAKE" + secrets_module.token_hex(6).upper())
+        secrets.setdefault(f"s3_{role}_secret", secrets_module.token_urlsafe(24))
     for who in KMS_PRINCIPALS:  # the local KMS's principals (AWS: IAM roles; the pipeline's through IRSA)
         secrets.setdefault(f"kms_{who}_access_key_id", "AKIAPL" + secrets_module.token_hex(7).upper())
         secrets.setdefault(f"kms_{who}_secret", secrets_module.token_urlsafe(30))

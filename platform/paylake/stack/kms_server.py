@@ -91,14 +91,16 @@ def _matches_action(actions, action: str) -> bool:
 
 # ----------------------------------------------------------------------------- SigV4
 def verify_signature(method: str, url: str, headers: dict[str, str], body: bytes,
-                     principals: dict[str, dict], now: dt.datetime) -> tuple[str, str]:
-    """Return (principal name, error code or "") for a request; recomputes the SigV4 signature with botocore."""
-    from botocore.auth import SigV4Auth
+                     principals: dict[str, dict], now: dt.datetime, service: str = "kms") -> tuple[str, str]:
+    """Return (principal name, error code or "") for a request; recomputes the SigV4 signature with botocore
+    (S3's variant for ``service="s3"``: the payload is the x-amz-content-sha256 header, paths not re-encoded)."""
+    from botocore.auth import S3SigV4Auth, SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
     lower = {k.lower(): v for k, v in headers.items()}
-    match = _AUTH.fullmatch(lower.get("authorization", "").strip())
+    pattern = _AUTH if service == "kms" else re.compile(_AUTH.pattern.replace("/kms/", f"/{service}/"))
+    match = pattern.fullmatch(lower.get("authorization", "").strip())
     if not match:
         return "", "MissingAuthenticationToken"
     principal = principals.get(match["akid"])
@@ -114,11 +116,12 @@ def verify_signature(method: str, url: str, headers: dict[str, str], body: bytes
     signed = match["signed"].split(";")
     request = AWSRequest(method=method, url=url, data=body, headers={h: lower.get(h, "") for h in signed})
     request.context["timestamp"] = stamp
-    auth = SigV4Auth(Credentials(match["akid"], principal["secret"]), "kms", match["region"])
+    auth = (S3SigV4Auth if service == "s3" else SigV4Auth)(Credentials(match["akid"], principal["secret"]), service,
+                                                           match["region"])
     expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
     if not hmac.compare_digest(expected, match["sig"]):
         return "", "InvalidSignatureException"
-    return principal["name"], ""
+    return principal.get("name") or principal.get("role", ""), ""
 
 
 # ----------------------------------------------------------------------------- persistence

@@ -169,4 +169,18 @@ def server_arguments(description: str, data_help: str, argv: list[str] | None = 
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True, help=data_help)
+    parser.add_argument("--certfile", type=Path, help="TLS: the server's certificate (PEM); plain HTTP without")
+    parser.add_argument("--keyfile", type=Path, help="TLS: its private key")
     return parser.parse_args(argv)
+
+
+def server_tls_context(args):
+    """The TLS context of a stack server started with --certfile/--keyfile (None without)."""
+    if not args.certfile:
+        return None
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(args.certfile, args.keyfile)
+    return context

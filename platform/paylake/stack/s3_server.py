@@ -13,14 +13,19 @@ DeleteObjects (``POST /<bucket>?delete``, used by Delta VACUUM and bulk
 clean-ups), accepts directory markers (``key/``, written by pyarrow's
 ``create_dir``: Ray Train checkpoints) as no-ops, logs only warnings (one INFO line per request would fill the log),
 accepts a longer connection backlog for parallel Ray readers, and stops cleanly
-on SIGTERM. Like every local server it listens on loopback only; it does not
-check request signatures (nor did moto): production uses S3 with IAM.
+on SIGTERM. Like every local server it listens on loopback only, with TLS when
+given a certificate (``--certfile/--keyfile``). Every request must be signed
+(SigV4) by a principal of ``<data>/.access.json``, whose role's prefix rules
+(``paylake access apply``, from security/policy.yaml) decide reads and writes:
+the local counterpart of IAM and the bucket policy in production.
 
     python -m paylake.stack.s3_server --host 127.0.0.1 --port 21000 --data .paylake/s3
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import logging
 import signal
 import sys
@@ -32,13 +37,83 @@ from pathlib import Path
 
 import localbucket
 
-from paylake.stack.process import server_arguments
+from paylake.stack.process import server_arguments, server_tls_context
 
 _EMPTY_ETAG = '"d41d8cd98f00b204e9800998ecf8427e"'  # md5 of nothing
 
 
+class AccessRules:
+    """Who may call (SigV4 principals) and which prefixes each role reads and writes: ``<data>/.access.json``,
+    re-read when it changes (principals written by 'paylake stack up', rules by 'paylake access apply')."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: float | None = None
+        self.principals: dict[str, dict] = {}
+        self.rules: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        stamp = self.path.stat().st_mtime if self.path.is_file() else None
+        if stamp != self._stamp:
+            with self._lock:
+                loaded = json.loads(self.path.read_text()) if stamp is not None else {}
+                self.principals, self.rules, self._stamp = loaded.get("principals", {}), loaded.get("rules", {}), stamp
+
+    def allows(self, role: str, verb: str, target: str, *, listing: bool = False) -> bool:
+        patterns = self.rules.get(role, {}).get(verb, [])
+        if listing:  # a listing of a prefix reads every key under it: allowed when one pattern covers it whole
+            return any(p == "*" or (p.endswith("*") and target.startswith(p[:-1])) for p in patterns)
+        return any(fnmatch.fnmatchcase(target, p) for p in patterns)
+
+
 class LakeS3Handler(localbucket.S3Handler):
-    """localbucket's handler with DeleteObjects, and directory markers as no-ops."""
+    """localbucket's handler with signatures and prefix rules, DeleteObjects, and directory markers as no-ops."""
+
+    access: AccessRules | None = None
+
+    def _dispatch(self, action):
+        if self.access is not None:
+            denied = self._authorize()
+            if denied:
+                if int(self.headers.get("Content-Length") or 0) <= 64 * 1024**2:
+                    self._read_body()  # drained: the client reads a clean 403, the connection stays usable
+                else:
+                    self.close_connection = True
+                self._send_error(localbucket.S3Error(HTTPStatus.FORBIDDEN, *denied))
+                return
+        super()._dispatch(action)
+
+    def _authorize(self) -> tuple[str, str] | None:
+        """None when the signed caller's role may do this request, else (code, message)."""
+        import datetime as dt
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        from paylake.stack.kms_server import verify_signature
+
+        self.access.refresh()
+        host = self.headers.get("Host", "")
+        headers = {k: v for k, v in self.headers.items()}
+        role, error = verify_signature(self.command, f"https://{host}{self.path}", headers, b"",
+                                       self.access.principals, dt.datetime.now(dt.UTC), service="s3")
+        if error:
+            return "AccessDenied" if error == "MissingAuthenticationToken" else "SignatureDoesNotMatch", \
+                "the request is not signed by a known principal"
+        url = urlsplit(self.path)
+        bucket, _, key = unquote(url.path).lstrip("/").partition("/")
+        query = parse_qs(url.query, keep_blank_values=True)
+        if not bucket:
+            return None  # ListBuckets
+        if self.command in ("GET", "HEAD") and not key:
+            prefix = query.get("prefix", [""])[0]
+            ok = self.access.allows(role, "read", prefix, listing=True) or self.command == "HEAD"
+        elif self.command in ("GET", "HEAD"):
+            ok = self.access.allows(role, "read", key)
+        elif self.command == "POST" and not key:  # DeleteObjects: any key of the bucket
+            ok = self.access.allows(role, "write", "", listing=True)
+        else:
+            ok = self.access.allows(role, "write", key)
+        return None if ok else ("AccessDenied", f"role {role} may not {self.command} {bucket}/{key or '(listing)'}")
 
     # Directory markers (empty objects whose key ends with "/", which pyarrow's S3FileSystem.create_dir
     # writes, e.g. for Ray Train's checkpoints): on a store of files a prefix exists while it holds objects,
@@ -128,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data.resolve()
     data.mkdir(parents=True, exist_ok=True)
     LakeS3Handler.data_root = data
+    LakeS3Handler.access = AccessRules(data / ".access.json")
     server = LakeS3Server((args.host, args.port), LakeS3Handler)
+    context = server_tls_context(args)
+    if context is not None:  # the handshake runs in each request's thread, not in the accepting one
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    logging.getLogger("paylake.s3").warning("localbucket %s serving %s on http://%s:%d", localbucket.__version__,
-                                            data, args.host, args.port)
+    logging.getLogger("paylake.s3").warning("localbucket %s serving %s on %s://%s:%d", localbucket.__version__,
+                                            data, "https" if context else "http", args.host, args.port)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

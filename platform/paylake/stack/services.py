@@ -66,6 +66,11 @@ class StackContext:
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["PAYLAKE_STACK_FILE"] = str(self.stack_file.resolve())
+        bundle = self.tls.trust_bundle
+        if bundle.is_file():  # every process of the stack (Ray workers, jobs, Serve replicas) trusts its CA
+            for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "MLFLOW_TRACKING_SERVER_CERT_PATH"):
+                env[name] = str(bundle)
+            env.pop("SSL_CERT_DIR", None)
         env.update(self.extra_env)
         return env
 
@@ -104,9 +109,12 @@ class Service:
         return []
 
 
-def _http_ok(url: str, *, accept_any_status: bool = False) -> bool:
+def _http_ok(url: str, *, accept_any_status: bool = False, ca_file: Path | None = None) -> bool:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL built here
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310 - loopback URL
             return 200 <= response.status < 300 or accept_any_status
     except urllib.error.HTTPError:
         return accept_any_status
@@ -116,6 +124,10 @@ def _http_ok(url: str, *, accept_any_status: bool = False) -> bool:
 
 def _python_module(module: str) -> list[str]:
     return [sys.executable, "-m", module]
+
+
+def _tls_args(ctx: StackContext) -> list[str]:
+    return ["--certfile", str(ctx.tls.server_cert), "--keyfile", str(ctx.tls.server_key)]
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -328,20 +340,70 @@ def _ensure_os_user(user: str) -> None:
 
 # --------------------------------------------------------------------------- MongoDB wire (SecantusDB)
 class Mongo(Service):
+    """SecantusDB (MongoDB wire protocol) with TLS and SCRAM authentication: the pipeline connects as its own
+    user (``paylake_pipeline``); people and contractors get users of their own from ``paylake access apply``."""
+
     name = "mongo"
     port_names = ("mongo",)
+    USER = "paylake_pipeline"
+    # the pipeline's user: it owns the sources' databases (creates collections, validators, indexes, isolated
+    # worlds for tests) and manages their users, as the PostgreSQL owner role does; no cluster administration
+    ROLES = ("readWriteAnyDatabase", "dbAdminAnyDatabase", "userAdminAnyDatabase", "clusterMonitor")
 
-    def command(self, ctx: StackContext) -> list[str]:
+    def _server(self, ctx: StackContext, port: int, *, auth: bool) -> list[str]:
         data = ctx.state_dir / "mongo"
         data.mkdir(parents=True, exist_ok=True)
-        return [*_python_module("secantus"), "--host", HOST, "--port", str(ctx.ports["mongo"]),
-                "--storage-path", str(data), "--log-level", "WARNING", "--cache-size", "512M"]
+        return [*_python_module("secantus"), "--host", HOST, "--port", str(port),
+                "--storage-path", str(data), "--log-level", "WARNING", "--cache-size", "512M",
+                "--tls-cert-file", str(ctx.tls.server_cert), "--tls-key-file", str(ctx.tls.server_key),
+                *(["--auth"] if auth else [])]
+
+    def command(self, ctx: StackContext) -> list[str]:
+        return self._server(ctx, ctx.ports["mongo"], auth=True)
+
+    def prepare(self, ctx: StackContext) -> None:
+        """First start: the server runs once without authentication on a private port (as SecantusDB and
+        mongod ask) to create the pipeline's user, then stops; every later start requires authentication."""
+        marker = ctx.state_dir / "mongo" / ".users-provisioned"
+        if marker.is_file():
+            return
+        import pymongo
+
+        from paylake.stack import process
+
+        port = process.free_port(avoid=set(ctx.ports.values()))
+        log = ctx.log_file(self.name)
+        proc = process.spawn(self._server(ctx, port, auth=False), log_file=log, pidfile=ctx.pidfile("mongo-setup"),
+                             env=self.env(ctx), cwd=ctx.state_dir)
+        uri = f"mongodb://{HOST}:{port}/?tls=true&tlsCAFile={ctx.tls.ca_cert}"
+        try:
+            def answers() -> bool:
+                with pymongo.MongoClient(uri, serverSelectionTimeoutMS=1000) as client:
+                    client.admin.command("ping")
+                return True
+
+            if not process.wait_until(answers, deadline_s=60, alive=lambda: proc.poll() is None):
+                raise StackError(f"mongo: the server did not start for its first set-up: read {log}")
+            with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+                roles = [{"role": r, "db": "admin"} for r in self.ROLES]
+                password = ctx.secrets["mongo_pipeline_password"]
+                if client.admin.command("usersInfo", self.USER)["users"]:
+                    client.admin.command("updateUser", self.USER, pwd=password, roles=roles)
+                else:
+                    client.admin.command("createUser", self.USER, pwd=password, roles=roles)
+        finally:
+            process.terminate(proc.pid)
+            ctx.pidfile("mongo-setup").unlink(missing_ok=True)
+        marker.write_text("the pipeline's user exists; the server requires authentication\n")
 
     def check_prerequisites(self, ctx: StackContext) -> None:
         _require_module("secantus", self.name, "secantusdb")
 
     def uri(self, ctx: StackContext) -> str:
-        return f"mongodb://{HOST}:{ctx.ports['mongo']}/"
+        from urllib.parse import quote
+
+        return (f"mongodb://{self.USER}:{quote(ctx.secrets['mongo_pipeline_password'], safe='')}@{HOST}:"
+                f"{ctx.ports['mongo']}/?authSource=admin&tls=true&tlsCAFile={ctx.tls.ca_cert}")
 
     def ready(self, ctx: StackContext) -> bool:
         import pymongo
@@ -351,7 +413,7 @@ class Mongo(Service):
         return True
 
     def url(self, ctx: StackContext) -> str:
-        return self.uri(ctx)
+        return f"mongodb://{HOST}:{ctx.ports['mongo']}/ (TLS, SCRAM)"
 
 
 # --------------------------------------------------------------------------- the online feature store (Redis)
@@ -389,7 +451,20 @@ class OnlineStore(Service):
         data.mkdir(parents=True, exist_ok=True)
         return [str(self.binary()), "--bind", HOST, "--port", str(ctx.ports["online"]), "--dir", str(data),
                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
-                "--requirepass", ctx.secrets["online_password"], "--daemonize", "no", "--loglevel", "warning"]
+                "--aclfile", str(self.acl_file(ctx)), "--daemonize", "no", "--loglevel", "warning"]
+
+    def acl_file(self, ctx: StackContext) -> Path:
+        return ctx.state_dir / "online" / "users.acl"
+
+    def prepare(self, ctx: StackContext) -> None:
+        """The ACL file: the default user (the stack's administrator) with its password; 'paylake access apply'
+        adds the roles' users and saves them there (ACL SAVE), so they survive a restart."""
+        path = self.acl_file(ctx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = path.read_text().splitlines() if path.is_file() else []
+        default = f"user default on #{hashlib.sha256(ctx.secrets['online_password'].encode()).hexdigest()} ~* &* +@all"
+        path.write_text("\n".join([default, *[line for line in lines if not line.startswith("user default ")]]) + "\n")
+        path.chmod(0o600)
 
     def uri(self, ctx: StackContext) -> str:
         return f"redis://:{ctx.secrets['online_password']}@{HOST}:{ctx.ports['online']}/0"
@@ -412,26 +487,47 @@ class S3(Service):
     name = "s3"
     port_names = ("s3",)
 
+    ROLES = ("pipeline", "developer", "readonly")  # the lake's principals (AWS: IAM roles)
+
     def check_prerequisites(self, ctx: StackContext) -> None:
         _require_module("localbucket", self.name, "localbucket")
+
+    def prepare(self, ctx: StackContext) -> None:
+        """The principals the server accepts (the pipeline's keys are the stack file's), and until 'paylake
+        access apply' writes the policy's prefix rules, rules that let the pipeline alone in."""
+        import json
+
+        path = ctx.state_dir / "s3" / ".access.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        current = json.loads(path.read_text()) if path.is_file() else {}
+        principals = {ctx.secrets["s3_access_key_id"]: {"role": "pipeline", "secret": ctx.secrets["s3_secret_access_key"]}}
+        for role in self.ROLES[1:]:
+            principals[ctx.secrets[f"s3_{role}_access_key_id"]] = {"role": role,
+                                                                   "secret": ctx.secrets[f"s3_{role}_secret"]}
+        document = {"principals": principals,
+                    "rules": current.get("rules") or {"pipeline": {"read": ["*"], "write": ["*"]}}}
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(json.dumps(document, indent=1))
 
     def command(self, ctx: StackContext) -> list[str]:
         # objects are files under <state>/s3/<bucket>/<key>: the lake survives a restart
         return [*_python_module("paylake.stack.s3_server"), "--host", HOST, "--port", str(ctx.ports["s3"]),
-                "--data", str(ctx.state_dir / "s3")]
+                "--data", str(ctx.state_dir / "s3"), *_tls_args(ctx)]
 
     def url(self, ctx: StackContext) -> str:
-        return f"http://{HOST}:{ctx.ports['s3']}"
+        return f"https://{HOST}:{ctx.ports['s3']}"
 
     def ready(self, ctx: StackContext) -> bool:
-        return _http_ok(self.url(ctx) + "/")  # ListBuckets
+        # an unsigned ListBuckets: 403 from a server that answers over TLS
+        return _http_ok(self.url(ctx) + "/", ca_file=ctx.tls.ca_cert, accept_any_status=True)
 
     def after_start(self, ctx: StackContext) -> None:
         import boto3
         from botocore.config import Config
 
         s3 = boto3.client(
-            "s3", endpoint_url=self.url(ctx), region_name="us-east-1",
+            "s3", endpoint_url=self.url(ctx), region_name="us-east-1", verify=str(ctx.tls.ca_cert),
             aws_access_key_id=ctx.secrets["s3_access_key_id"],
             aws_secret_access_key=ctx.secrets["s3_secret_access_key"],
             config=Config(s3={"addressing_style": "path"}),
@@ -454,13 +550,13 @@ class Snowflake(Service):
         data.mkdir(parents=True, exist_ok=True)
         # fakesnow's server, its shared instance on database files (fakesnow -s alone keeps them in memory)
         return [*_python_module("paylake.stack.snowflake_server"), "--host", HOST, "--port",
-                str(ctx.ports["snowflake"]), "--data", str(data)]
+                str(ctx.ports["snowflake"]), "--data", str(data), *_tls_args(ctx)]
 
     def url(self, ctx: StackContext) -> str:
-        return f"http://{HOST}:{ctx.ports['snowflake']}"
+        return f"https://{HOST}:{ctx.ports['snowflake']}"
 
     def ready(self, ctx: StackContext) -> bool:
-        return _http_ok(self.url(ctx) + "/", accept_any_status=True)
+        return _http_ok(self.url(ctx) + "/", accept_any_status=True, ca_file=ctx.tls.ca_cert)
 
 
 # --------------------------------------------------------------------------- MLflow
@@ -477,13 +573,14 @@ class Mlflow(Service):
         (data / "artifacts").mkdir(parents=True, exist_ok=True)
         return [*_python_module("mlflow"), "server", "--host", HOST, "--port", str(ctx.ports["mlflow"]),
                 "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
-                "--artifacts-destination", str(data / "artifacts"), "--workers", "1"]
+                "--artifacts-destination", str(data / "artifacts"), "--workers", "1",
+                "--uvicorn-opts", f"--ssl-certfile {ctx.tls.server_cert} --ssl-keyfile {ctx.tls.server_key}"]
 
     def url(self, ctx: StackContext) -> str:
-        return f"http://{HOST}:{ctx.ports['mlflow']}"
+        return f"https://{HOST}:{ctx.ports['mlflow']}"
 
     def ready(self, ctx: StackContext) -> bool:
-        return _http_ok(self.url(ctx) + "/health")
+        return _http_ok(self.url(ctx) + "/health", ca_file=ctx.tls.ca_cert)
 
 
 # --------------------------------------------------------------------------- KMS (moto's KMS API, guarded)

@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
             shared.connect(file.stem).close()  # attaches <DATABASE>.db
     fakesnow.server.shared_fs = shared
 
-    server = uvicorn.Server(uvicorn.Config(fakesnow.server.app, host=args.host, port=args.port, log_level="info"))
+    tls = {"ssl_certfile": str(args.certfile), "ssl_keyfile": str(args.keyfile)} if args.certfile else {}
+    server = uvicorn.Server(uvicorn.Config(fakesnow.server.app, host=args.host, port=args.port, log_level="info",
+                                           **tls))
 
     def stop(*_) -> None:  # SIGTERM from 'paylake stack down': finish requests, then close the files cleanly
         server.should_exit = True

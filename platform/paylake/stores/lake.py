@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from paylake.security import tls
 from paylake.settings import Settings
 
 STATE_KEY = "paylake.state"
@@ -45,6 +46,8 @@ def storage_options(settings: Settings) -> dict[str, str]:
         return {}
     # commits are PUTs with If-None-Match: * (S3 and the local server refuse an existing log entry with 412)
     options = {"AWS_REGION": settings.s3_region, "AWS_CONDITIONAL_PUT": "etag"}
+    # delta-rs' object_store has no option naming a CA: it reads SSL_CERT_FILE when it opens a store
+    tls.trust(settings.tls_ca_file)
     if settings.s3_endpoint_url:
         options["AWS_ENDPOINT_URL"] = settings.s3_endpoint_url
         if settings.s3_endpoint_url.startswith("http://"):
@@ -62,6 +65,8 @@ def s3_client(settings: Settings):
     kwargs: dict = {"region_name": settings.s3_region}
     if settings.s3_endpoint_url:  # a local or private endpoint: path-style addressing
         kwargs.update(endpoint_url=settings.s3_endpoint_url, config=Config(s3={"addressing_style": "path"}))
+    if settings.tls_ca_file:
+        kwargs["verify"] = settings.tls_ca_file
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         kwargs["aws_access_key_id"] = settings.s3_access_key_id.get_secret_value()
         kwargs["aws_secret_access_key"] = settings.s3_secret_access_key.get_secret_value()
@@ -76,6 +81,8 @@ def filesystem(settings: Settings) -> pafs.FileSystem:
     if settings.s3_endpoint_url:
         scheme, _, host = settings.s3_endpoint_url.partition("://")
         kwargs.update(endpoint_override=host, scheme=scheme)
+    if settings.tls_ca_file:
+        kwargs["tls_ca_file_path"] = settings.tls_ca_file
     if settings.s3_access_key_id and settings.s3_secret_access_key:
         kwargs.update(access_key=settings.s3_access_key_id.get_secret_value(),
                       secret_key=settings.s3_secret_access_key.get_secret_value())

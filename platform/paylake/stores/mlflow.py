@@ -9,6 +9,10 @@ from paylake.settings import Settings
 
 
 def tracking(settings: Settings) -> MlflowClient:
-    """Point the mlflow module at the tracking server and return a client."""
+    """Point the mlflow module at the tracking server and return a client (verifying its TLS certificate
+    against the stack's CA when one is configured)."""
+    from paylake.security import tls
+
+    tls.trust(settings.tls_ca_file)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri)

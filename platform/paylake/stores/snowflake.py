@@ -15,6 +15,9 @@ from paylake.settings import Settings
 
 
 def connection_args(settings: Settings) -> dict:
+    from paylake.security import tls
+
+    tls.trust(settings.tls_ca_file)  # the connector's requests read REQUESTS_CA_BUNDLE
     args: dict = {
         "account": settings.snowflake_account,
         "user": settings.snowflake_user,

@@ -97,7 +97,7 @@ ENTITIES: tuple[Entity, ...] = (
         from auditlog qualify row_number() over (partition by auditid order by _batch_id desc) = 1"""),
     Entity("review", ("mongo/customerreview",), """
         select _id as review_id, "customerId" as customerid, "merchantId" as merchantid, rating,
-               length(message) as message_length, "timestamp" as reviewed_at
+               octet_length(message) - 31 as message_length, "timestamp" as reviewed_at
         from m_customerreview"""),
     Entity("interaction_session", ("mongo/userinteractiondata",), """
         select "sessionId" as session_id, "customerId" as customerid, device.os as os, device.type as device_type,
