@@ -97,3 +97,41 @@ def test_clients_refuse_a_server_their_ca_did_not_sign(settings, tmp_path):
         client.admin.command("ping")
     with pymongo.MongoClient(settings.mongo_uri.get_secret_value(), serverSelectionTimeoutMS=5000) as client:
         assert client.admin.command("ping")["ok"] == 1
+
+
+def test_serve_speaks_https_with_the_stack_certificate(settings):
+    """What 'paylake serve up' does for an https URL (the stack's choice with --serve-ingress proxy), on a Ray of
+    its own: the proxy answers over TLS verified by the stack's CA; plain HTTP gets no answer."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    import httpx
+
+    from paylake.serving.deploy import http_options
+
+    job = Path(__file__).resolve().parents[1] / "helpers" / "serve_https_job.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["PAYLAKE_SERVING__TLS_CERTFILE"] = str(Path(settings.tls_ca_file).with_name("server.pem"))
+    env["PAYLAKE_SERVING__TLS_KEYFILE"] = str(Path(settings.tls_ca_file).with_name("server.key"))
+    proc = subprocess.Popen([sys.executable, str(job)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line, "the Serve process did not start"
+        port = json.loads(line)["port"]
+        answer = httpx.get(f"https://127.0.0.1:{port}/", verify=ssl.create_default_context(cafile=settings.tls_ca_file),
+                           timeout=30)
+        assert answer.status_code == 200 and answer.text == "hello over TLS"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)  # noqa: S310 - loopback
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    plain = settings.model_copy(update={"serving": settings.serving.model_copy(update={
+        "url": "https://127.0.0.1:1", "tls_certfile": None, "tls_keyfile": None})})
+    with pytest.raises(Exception, match="TLS_CERTFILE"):
+        http_options(plain)

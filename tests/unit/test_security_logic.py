@@ -95,3 +95,16 @@ def test_the_local_ca_is_made_once_and_its_certificate_names_loopback(tmp_path):
     assert (files.server_key.stat().st_mode & 0o777) == 0o600 and (files.ca_key.stat().st_mode & 0o777) == 0o600
     files.ca_cert.unlink()  # a new CA re-issues the server certificate
     assert tls.ensure(tmp_path)[1] == ["created the local CA", "issued the server certificate"]
+
+
+def test_the_aws_bucket_policy_keeps_bronze_for_the_pipeline_and_requires_tls_and_the_lake_key():
+    docs = access.aws_bucket_documents(access.load_policy(), "paylake-lake", "123456789012",
+                                       "arn:aws:kms:us-east-1:123456789012:key/lake")
+    statements = {s["Sid"]: s for s in docs["bucket_policy"]["Statement"]}
+    assert statements["TlsOnly"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    developer_read = statements["developer-read"]
+    assert developer_read["Effect"] == "Deny" and "arn:aws:s3:::paylake-lake/lake/bronze/*" not in \
+        developer_read["NotResource"] and "arn:aws:s3:::paylake-lake/lake/gold/*" in developer_read["NotResource"]
+    assert statements["readonly-no-write"]["Resource"] == "arn:aws:s3:::paylake-lake/*"
+    rule = docs["encryption"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+    assert rule == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "arn:aws:kms:us-east-1:123456789012:key/lake"}

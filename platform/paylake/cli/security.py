@@ -294,3 +294,22 @@ def access_snowflake_sql_command(policy: PolicyFile = None) -> None:
     declared = access.load_policy(Path(policy) if policy else None)
     for statement in access.snowflake_statements(declared, settings.snowflake_database, settings.snowflake_schema):
         print(statement)
+
+
+@access_app.command("aws-bucket")
+@expected_failures
+def access_aws_bucket_command(
+    account: Annotated[str, typer.Option(help="The AWS account id of the roles paylake-<role>.")],
+    kms_key_arn: Annotated[str, typer.Option(help="The lake's master key (alias/paylake/lake) ARN.")],
+    bucket: Annotated[str, typer.Option(help="The lake bucket.")] = "paylake-lake",
+    policy: PolicyFile = None,
+) -> None:
+    """The lake bucket's policy (the policy file's prefix rules per role, TLS only, the lake's KMS key only) and
+    default encryption (SSE-KMS), as JSON for 'aws s3api put-bucket-policy' / 'put-bucket-encryption'."""
+    import json
+    from pathlib import Path
+
+    from paylake.security import access
+
+    declared = access.load_policy(Path(policy) if policy else None)
+    print(json.dumps(access.aws_bucket_documents(declared, bucket, account, kms_key_arn), indent=2))

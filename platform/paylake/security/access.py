@@ -479,6 +479,32 @@ def _mongo_apply(db, policy: Policy, now: dt.datetime) -> list[Change]:
     return changes
 
 
+def aws_bucket_documents(policy: Policy, bucket: str, account: str, kms_key_arn: str) -> dict:
+    """The lake bucket's production counterpart of the local prefix rules: a bucket policy (deny, by role, every
+    object action outside its prefixes; deny plain HTTP and uploads not encrypted with the lake's KMS key) and the
+    bucket's default encryption (SSE-KMS, bucket keys). Role ARNs are ``arn:aws:iam::<account>:role/paylake-<role>``."""
+    statements: list[dict] = [
+        {"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+         "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        {"Sid": "LakeKeyOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+         "Resource": f"arn:aws:s3:::{bucket}/*",
+         "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": kms_key_arn}}},
+    ]
+    for role, rule in policy.stores.lake.items():
+        arn = f"arn:aws:iam::{account}:role/paylake-{role}"
+        for verb, actions in (("read", ["s3:GetObject"]), ("write", ["s3:PutObject", "s3:DeleteObject"])):
+            allowed = [f"arn:aws:s3:::{bucket}/{p}" for p in getattr(rule, verb)]
+            statement = {"Sid": f"{role}-{verb}", "Effect": "Deny", "Principal": {"AWS": arn}, "Action": actions,
+                         "NotResource": allowed} if allowed else {
+                "Sid": f"{role}-no-{verb}", "Effect": "Deny", "Principal": {"AWS": arn}, "Action": actions,
+                "Resource": f"arn:aws:s3:::{bucket}/*"}
+            statements.append(statement)
+    return {"bucket_policy": {"Version": "2012-10-17", "Statement": statements},
+            "encryption": {"Rules": [{"ApplyServerSideEncryptionByDefault": {
+                "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": kms_key_arn}, "BucketKeyEnabled": True}]}}
+
+
 # ----------------------------------------------------------------------------- Snowflake (statements only)
 SNOWFLAKE_PRIVILEGES = {  # on the warehouse's star schema, per role: least privilege
     "administrator": ["USAGE", "SELECT", "MONITOR"],

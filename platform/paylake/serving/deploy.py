@@ -47,6 +47,19 @@ def application(overrides: dict | None = None, path: Path = CONFIG, deployments:
     return bind_app(options, per_deployment), options
 
 
+def http_options(settings: Settings) -> dict:
+    """Serve's HTTP options for the settings' URL: HTTPS with the configured certificate for an https URL
+    (Serve's Python proxy terminates TLS; its HAProxy ingress cannot: README, Security)."""
+    parts = urlsplit(settings.serving.url)
+    options: dict = {"host": parts.hostname, "port": parts.port}
+    if parts.scheme == "https":
+        if not (settings.serving.tls_certfile and settings.serving.tls_keyfile):
+            raise ConfigError(f"{settings.serving.url} is https but PAYLAKE_SERVING__TLS_CERTFILE / __TLS_KEYFILE "
+                              "are not set")
+        options.update(ssl_certfile=settings.serving.tls_certfile, ssl_keyfile=settings.serving.tls_keyfile)
+    return options
+
+
 def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120.0, deployments: dict | None = None,
        progress=lambda m: None) -> dict:
     """Deploy (or update) the service; returns {"url", "ready", "models"} once it answers and, within
@@ -60,12 +73,7 @@ def up(settings: Settings, overrides: dict | None = None, *, wait_s: float = 120
     parts = urlsplit(url)
     init_ray(settings, log_to_driver=False)  # the replicas' access logs stay in their files (and the dashboard)
     progress(f"starting Serve's HTTP proxy on {parts.hostname}:{parts.port}")
-    http = {"host": parts.hostname, "port": parts.port}
-    if parts.scheme == "https":  # Serve's Python proxy terminates TLS (Serve's HAProxy ingress cannot: README)
-        if not (settings.serving.tls_certfile and settings.serving.tls_keyfile):
-            raise ConfigError(f"{url} is https but PAYLAKE_SERVING__TLS_CERTFILE / __TLS_KEYFILE are not set")
-        http.update(ssl_certfile=settings.serving.tls_certfile, ssl_keyfile=settings.serving.tls_keyfile)
-    serve.start(http_options=http, proxy_location="HeadOnly")
+    serve.start(http_options=http_options(settings), proxy_location="HeadOnly")
     app, _ = application(overrides, deployments=deployments)
     progress("deploying the application (ingress, fraud, logs)")
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
