@@ -5,14 +5,7 @@ with PAYLAKE_STACK_FILE set. It starts Serve the way 'paylake serve up' does for
 stays up until its stdin closes."""
 
 import json
-import socket
 import sys
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -21,6 +14,7 @@ def main() -> None:
 
     from paylake.serving.deploy import http_options
     from paylake.settings import load_settings
+    from paylake.stack.process import free_port
 
     port = free_port()
     settings = load_settings()
