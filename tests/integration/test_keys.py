@@ -215,3 +215,62 @@ def test_a_destroyed_customer_key_makes_every_copy_unreadable(world, monkeypatch
     backed_up = {cid: blob for cid, blob in backup}
     for cid in others:
         assert keys.open_pii(subject, "oltp.customer", "EmailEncrypted", [cid], [backed_up[cid]])[0]
+
+
+def test_a_database_of_before_the_kms_is_resealed_by_migrate(settings):
+    """Data sealed by pgcrypto's single key and review texts in clear (a stack of before this change): 'db
+    migrate' re-seals both under per-customer keys, drops the key and its functions, and a second run does
+    nothing."""
+    from paylake.sources.generator import SCALES
+    from paylake.sources.migrate import drop_isolated_sources, isolated_sources, migrate
+    from paylake.sources.seed import seed
+
+    legacy = isolated_sources(settings, "paylake_legacy")
+    try:
+        seed(legacy, dataclasses.replace(SCALES["tiny"], customers=60, days=20, log_sessions=0))
+        clear = keys.reveal_customers(legacy, range(1, 61))
+        old_key = "the-single-key-of-before"
+        with postgres.connect(legacy, autocommit=True) as conn:
+            conn.execute(LEGACY_FUNCTIONS)
+            conn.execute("insert into pii.Keyring (Name, KeyValue) values ('pii', %s)", (old_key,))
+            for customer_id, values in clear.items():
+                conn.execute("update oltp.Customer set EmailEncrypted = pii.encrypt(%s), FullNameEncrypted ="
+                             " pii.encrypt(%s) where CustomerID = %s", (values["email"], values["full_name"],
+                                                                        customer_id))
+                conn.execute("update oltp.Address set StreetEncrypted = pii.encrypt(%s) where CustomerID = %s",
+                             (values["street"], customer_id))
+        with mongo.client(legacy) as client:
+            reviews = mongo.database(client, legacy).CustomerReview
+            reviews.update_many({}, [{"$set": {"message": "a review written in clear"}}],
+                                bypass_document_validation=True)
+        actions = migrate(legacy)
+        assert any("re-sealed 60 customer(s)" in a for a in actions), actions
+        assert any("review text(s) stored in clear" in a for a in actions), actions
+        assert keys.reveal_customers(legacy, range(1, 61)) == clear
+        with postgres.connect(legacy) as conn:
+            assert conn.execute("select count(*) from pii.Keyring").fetchone() == (0,)
+            assert conn.execute("select count(*) from pg_proc where proname = 'decrypt' and"
+                                " pronamespace = 'pii'::regnamespace").fetchone() == (0,)
+        with mongo.client(legacy) as client:
+            assert mongo.database(client, legacy).CustomerReview.count_documents(
+                {"message": {"$type": "string"}}) == 0
+        assert [a for a in migrate(legacy) if "sealed" in a or "re-sealed" in a] == []
+    finally:
+        drop_isolated_sources(settings, "paylake_legacy")
+
+
+LEGACY_FUNCTIONS = """
+create or replace function pii.encrypt(clear text) returns bytea
+language sql volatile security definer set search_path = pg_catalog, crypto, pii as $$
+    select crypto.pgp_sym_encrypt(clear, (select KeyValue from pii.Keyring where Name = 'pii'),
+                                  'cipher-algo=aes256, s2k-mode=1')
+$$;
+create or replace function pii.decrypt(secret bytea) returns text
+language sql stable security definer set search_path = pg_catalog, crypto, pii as $$
+    select crypto.pgp_sym_decrypt(secret, (select KeyValue from pii.Keyring where Name = 'pii'))
+$$;
+create or replace function pii.lookup_hash(clear text) returns text
+language sql stable security definer set search_path = pg_catalog, crypto, pii as $$
+    select encode(crypto.hmac(lower(clear), (select KeyValue from pii.Keyring where Name = 'hmac'), 'sha256'), 'hex')
+$$;
+"""

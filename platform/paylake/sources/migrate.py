@@ -136,8 +136,33 @@ def migrate(settings: Settings) -> list[str]:
 
     actions = [f"postgres: {a}" for a in migrate_postgres(settings)]
     with mongo.client(settings) as client:
-        actions += [f"mongo: {a}" for a in migrate_mongo(mongo.database(client, settings))]
+        db = mongo.database(client, settings)
+        actions += [f"mongo: {a}" for a in migrate_mongo(db)]
+        actions += [f"mongo: {a}" for a in _seal_legacy_reviews(settings, db)]
     return actions
+
+
+def _seal_legacy_reviews(settings: Settings, db, batch: int = 5_000) -> list[str]:
+    """Review texts stored in clear before client-side field encryption: sealed under their author's key, in
+    batches (a re-run after a failure seals what is left)."""
+    from pymongo import UpdateOne
+
+    from paylake.security import keys
+    from paylake.sources.seed import seal_reviews
+
+    sealed = 0
+    with keys.Keyring(settings) as ring:
+        while True:
+            docs = list(db.CustomerReview.find({"message": {"$type": "string"}}, {"customerId": 1, "message": 1}
+                                               ).limit(batch))
+            if not docs:
+                break
+            subject = ring.subject_keys([d["customerId"] for d in docs], create=True)
+            seal_reviews(docs, subject)
+            db.CustomerReview.bulk_write([UpdateOne({"_id": d["_id"]}, {"$set": {"message": d["message"]}})
+                                          for d in docs], ordered=False, bypass_document_validation=True)
+            sealed += len(docs)
+    return [f"sealed {sealed} review text(s) stored in clear under their authors' keys"] if sealed else []
 
 
 def isolated_sources(settings: Settings, name: str) -> Settings:
