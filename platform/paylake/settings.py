@@ -81,8 +81,10 @@ class Settings(BaseSettings):
     snowflake_port: int | None = None
     snowflake_protocol: str = "https"
 
-    # MLflow tracking server.
+    # MLflow tracking server, and the account the platform uses there (None: no authentication).
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
+    mlflow_username: str | None = None
+    mlflow_password: SecretStr | None = None
 
     # Ray: the cluster address for ray.init, and the dashboard / job API.
     ray_address: str = "auto"
@@ -146,4 +148,7 @@ def load_settings(stack_file: Path | None = None) -> Settings:
     settings = Settings(_env_file=str(path), _env_file_encoding="utf-8") if path is not None and path.is_file() \
         else Settings()
     tls.trust(settings.tls_ca_file)
+    if settings.mlflow_username and settings.mlflow_password:  # MLflow's client reads its credentials from here
+        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow_username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow_password.get_secret_value()
     return settings

@@ -251,3 +251,42 @@ def test_access_audit_command_exits_1_on_drift(migrated, policy, applied, monkey
     bad.write_text("version: 1\nroles: {}\npeople: [{name: X, role: boss}]\n")
     result = run_cli(migrated, monkeypatch, "access", "audit", "--policy", str(bad))
     assert result.exit_code == 1 and "people" in result.output, result.output
+
+
+def test_mlflow_needs_an_account_and_people_only_read(migrated, policy, applied):
+    import httpx
+
+    from paylake.stores.mlflow import tracking
+
+    experiment = tracking(migrated).create_experiment(f"access-probe-{uuid.uuid4().hex[:8]}")  # the pipeline's
+    url = f"{migrated.mlflow_tracking_uri}/api/2.0/mlflow/experiments/get"
+    anonymous = httpx.get(url, params={"experiment_id": experiment}, verify=migrated.tls_ca_file)
+    assert anonymous.status_code == 401
+    client = access._mlflow_client(migrated)
+    reader = next(p.name for p in policy.people if p.role == "readonly")
+    client.update_user_password(reader, "reader-password-1")
+    auth = (reader, "reader-password-1")
+    read = httpx.get(url, params={"experiment_id": experiment}, auth=auth, verify=migrated.tls_ca_file)
+    assert read.status_code == 200
+    write = httpx.post(f"{migrated.mlflow_tracking_uri}/api/2.0/mlflow/experiments/update", auth=auth,
+                       json={"experiment_id": experiment, "new_name": "renamed"}, verify=migrated.tls_ca_file)
+    assert write.status_code == 403
+    client.update_user_admin(reader, True)  # drift: an administrator nobody declared
+    assert [(f.principal, f.kind) for f in access.audit(migrated, policy, stores=("mlflow",))] == [
+        (reader, "over-privileged")]
+    access.apply(migrated, policy, stores=("mlflow",))
+    assert access.audit(migrated, policy, stores=("mlflow",)) == []
+
+
+def test_an_expired_contractor_loses_the_mlflow_account(migrated, policy):
+    name = f"acc_ml_{uuid.uuid4().hex[:8]}"
+    hired = policy.model_copy(update={"contractors": [access.Contractor(name=name, role="developer",
+                                                                       expires=NOW + dt.timedelta(days=1))]})
+    changes, _ = access.apply(migrated, hired, stores=("mlflow",))
+    assert [(c.principal, c.action.split()[0]) for c in changes] == [(name, "account")]
+    later = NOW + dt.timedelta(days=2)
+    assert [(f.principal, f.kind) for f in access.audit(migrated, hired, now=later, stores=("mlflow",))] == [
+        (name, "expired")]
+    changes, _ = access.apply(migrated, hired, now=later, stores=("mlflow",))
+    assert [c.action for c in changes] == ["account deleted (expired)"]
+    assert access._mlflow_user(access._mlflow_client(migrated), name) is None

@@ -203,7 +203,7 @@ access_app = typer.Typer(help="Access control across the stores, from one policy
 app.add_typer(access_app, name="access")
 PolicyFile = Annotated[str | None, typer.Option("--policy", help="The policy file (default: security/policy.yaml).")]
 StoreNames = Annotated[list[str] | None, typer.Option("--store", help="Only these stores (postgres, mongo, online, "
-                                                      "kms, lake, serve).")]
+                                                      "kms, lake, serve, mlflow).")]
 
 
 def _stores(chosen: list[str] | None) -> tuple[str, ...]:
@@ -219,7 +219,7 @@ def _stores(chosen: list[str] | None) -> tuple[str, ...]:
 
 @access_app.command("audit")
 @expected_failures
-@needs("postgres", "mongo", "online", "kms")
+@needs("postgres", "mongo", "online", "kms", "mlflow")
 def access_audit_command(policy: PolicyFile = None, store: StoreNames = None) -> None:
     """Compare the stores' grants with the policy: drift, expired grants still present, over-privileged roles.
     Exits 1 when anything but unmanaged principals is found."""
@@ -247,7 +247,7 @@ def access_audit_command(policy: PolicyFile = None, store: StoreNames = None) ->
 
 @access_app.command("apply")
 @expected_failures
-@needs("postgres", "mongo", "online", "kms")
+@needs("postgres", "mongo", "online", "kms", "mlflow")
 def access_apply_command(policy: PolicyFile = None, store: StoreNames = None) -> None:
     """Make every store match the policy; expired contractor grants are revoked and reported."""
     from pathlib import Path

@@ -20,7 +20,9 @@ Stores and what a role means in each (the policy's ``stores`` section):
 - **kms**: the principals allowed to use the master keys (their key policies);
 - **lake**: S3 prefix rules per role, enforced by the lake's S3 server
   (``<state>/s3/.access.json``; a bucket policy on AWS);
-- **serve**: the scoring API's clients and their scopes.
+- **serve**: the scoring API's clients and their scopes;
+- **mlflow**: accounts of MLflow's basic-auth app (people read every experiment and model, the pipeline is its
+  administrator; no account for an expired contractor).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class LakeRule(BaseModel):
 
 class Stores(BaseModel):
     postgres: PostgresRoles
+    mlflow: dict[Literal["users"], list[Literal["administrator", "developer", "readonly"]]]
     mongo: dict[Literal["administrator", "developer", "readonly"], list[str]]
     online: dict[str, str]
     kms: dict[Literal["users"], list[str]]
@@ -440,6 +443,63 @@ def _serve_apply(settings: Settings, policy: Policy) -> list[Change]:
             for f in findings]
 
 
+# ----------------------------------------------------------------------------- MLflow (basic-auth users)
+def _mlflow_client(settings: Settings):
+    from mlflow.server.auth.client import AuthServiceClient
+
+    from paylake.security import tls
+
+    tls.trust(settings.tls_ca_file)
+    return AuthServiceClient(settings.mlflow_tracking_uri)
+
+
+def _mlflow_user(client, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_user(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def _mlflow_audit(settings: Settings, policy: Policy, now: dt.datetime) -> list[Finding]:
+    """Declared people have a (non-administrator) account; expired contractors have none. MLflow's API lists no
+    users, so accounts nobody declared are found by the server's own audit, not here."""
+    client = _mlflow_client(settings)
+    found = []
+    for name, role in policy.members(now).items():
+        if role not in policy.stores.mlflow["users"]:
+            continue
+        user = _mlflow_user(client, name)
+        if user is None:
+            found.append(Finding("mlflow", name, "missing", "no account"))
+        elif user.is_admin:
+            found.append(Finding("mlflow", name, "over-privileged", "an MLflow administrator"))
+    for contractor in policy.expired(now):
+        if _mlflow_user(client, contractor.name) is not None:
+            found.append(Finding("mlflow", contractor.name, "expired", "the account still exists"))
+    return found
+
+
+def _mlflow_apply(settings: Settings, policy: Policy, now: dt.datetime) -> list[Change]:
+    client = _mlflow_client(settings)
+    changes = []
+    for finding in _mlflow_audit(settings, policy, now):
+        name = finding.principal
+        if finding.kind == "expired":
+            client.delete_user(name)
+            changes.append(Change("mlflow", name, "account deleted (expired)"))
+        elif finding.kind == "missing":  # people set their own password ('update-password' API)
+            client.create_user(name, _new_secret())
+            changes.append(Change("mlflow", name, "account created (reads every experiment and model)"))
+        else:
+            client.update_user_admin(name, False)
+            changes.append(Change("mlflow", name, "administrator flag removed"))
+    return changes
+
+
 # ----------------------------------------------------------------------------- MongoDB
 def _mongo_audit(db, policy: Policy, now: dt.datetime) -> list[Finding]:
     users = {u["user"]: {r["role"] for r in u["roles"] if r["db"] == db.name}
@@ -546,7 +606,7 @@ def snowflake_statements(policy: Policy, database: str, schema: str, now: dt.dat
 
 
 # ----------------------------------------------------------------------------- entry points
-STORES = ("postgres", "mongo", "online", "kms", "lake", "serve")
+STORES = ("postgres", "mongo", "online", "kms", "lake", "serve", "mlflow")
 
 
 @contextmanager
@@ -586,7 +646,8 @@ def audit(settings: Settings, policy: Policy, *, now: dt.datetime | None = None,
     return _each_store(settings, stores, {
         "postgres": lambda conn: _pg_audit(conn, policy, now), "mongo": lambda db: _mongo_audit(db, policy, now),
         "online": lambda client: _online_audit(client, policy), "kms": lambda s: _kms_audit(s, policy),
-        "lake": lambda s: _lake_audit(s, policy), "serve": lambda s: _serve_audit(s, policy)})
+        "lake": lambda s: _lake_audit(s, policy), "serve": lambda s: _serve_audit(s, policy),
+        "mlflow": lambda s: _mlflow_audit(s, policy, now)})
 
 
 def apply(settings: Settings, policy: Policy, *, now: dt.datetime | None = None,
@@ -603,5 +664,6 @@ def apply(settings: Settings, policy: Policy, *, now: dt.datetime | None = None,
     changes = _each_store(settings, stores, {
         "postgres": lambda conn: _pg_apply(conn, policy, now), "mongo": lambda db: _mongo_apply(db, policy, now),
         "online": lambda client: _online_apply(client, policy, created), "kms": lambda s: _kms_apply(s, policy),
-        "lake": lambda s: _lake_apply(s, policy), "serve": lambda s: _serve_apply(s, policy)})
+        "lake": lambda s: _lake_apply(s, policy), "serve": lambda s: _serve_apply(s, policy),
+        "mlflow": lambda s: _mlflow_apply(s, policy, now)})
     return changes, created

@@ -260,7 +260,8 @@ class LocalStack:
                 "PAYLAKE_SNOWFLAKE_PASSWORD": sec["snowflake_password"],
             })
         if "mlflow" in ctx.ports:
-            values["PAYLAKE_MLFLOW_TRACKING_URI"] = Mlflow().url(ctx)
+            values.update({"PAYLAKE_MLFLOW_TRACKING_URI": Mlflow().url(ctx), "PAYLAKE_MLFLOW_USERNAME": Mlflow.USER,
+                           "PAYLAKE_MLFLOW_PASSWORD": sec["mlflow_pipeline_password"]})
         if "kms" in ctx.ports:
             values.update({
                 "PAYLAKE_KMS_ENDPOINT_URL": Kms().url(ctx),
@@ -301,7 +302,8 @@ def _select(names: list[str] | None) -> list[Service]:
 
 def _ensure_secrets(secrets: dict) -> None:
     for key in ("postgres_superuser_password", "postgres_app_password", "s3_secret_access_key",
-                "snowflake_password", "pii_key", "pii_hmac_key", "online_password", "mongo_pipeline_password"):
+                "snowflake_password", "pii_key", "pii_hmac_key", "online_password", "mongo_pipeline_password",
+                "mlflow_pipeline_password", "mlflow_flask_secret"):
         secrets.setdefault(key, secrets_module.token_urlsafe(24))
     secrets.setdefault("s3_access_key_id", "PAYLAKE" + secrets_module.token_hex(6).upper())
     from paylake.stack.services import KMS_PRINCIPALS

@@ -66,6 +66,9 @@ class StackContext:
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["PAYLAKE_STACK_FILE"] = str(self.stack_file.resolve())
+        if "mlflow_pipeline_password" in self.secrets:  # the stack's processes reach MLflow as the pipeline
+            env["MLFLOW_TRACKING_USERNAME"] = "paylake_pipeline"
+            env["MLFLOW_TRACKING_PASSWORD"] = self.secrets["mlflow_pipeline_password"]
         bundle = self.tls.trust_bundle
         if bundle.is_file():  # every process of the stack (Ray workers, jobs, Serve replicas) trusts its CA
             for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "MLFLOW_TRACKING_SERVER_CERT_PATH"):
@@ -568,10 +571,34 @@ class Mlflow(Service):
     def check_prerequisites(self, ctx: StackContext) -> None:
         _require_module("mlflow", self.name, "mlflow")
 
+    USER = "paylake_pipeline"  # the pipeline's account, MLflow's administrator (it creates experiments and models)
+
+    def prepare(self, ctx: StackContext) -> None:
+        """MLflow's basic-auth app: users in ``auth.db``; every declared person reads (default READ), creators
+        manage what they create, unauthenticated calls get 401 (users: 'paylake access apply')."""
+        data = (ctx.state_dir / "mlflow").resolve()
+        data.mkdir(parents=True, exist_ok=True)
+        path = data / "basic_auth.ini"
+        path.write_text("[mlflow]\ndefault_permission = READ\n"
+                        f"database_uri = sqlite:///{data / 'auth.db'}\n"
+                        f"admin_username = {self.USER}\n"
+                        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                        "grant_default_workspace_access = true\n"
+                        "auth_cache_ttl_seconds = 60\n")
+        path.chmod(0o600)
+
+    def env(self, ctx: StackContext) -> dict[str, str]:
+        env = ctx.base_env()
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str((ctx.state_dir / "mlflow" / "basic_auth.ini").resolve())
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = ctx.secrets["mlflow_pipeline_password"]  # read at the first start only
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = ctx.secrets["mlflow_flask_secret"]  # CSRF tokens of the UI
+        return env
+
     def command(self, ctx: StackContext) -> list[str]:
         data = (ctx.state_dir / "mlflow").resolve()
         (data / "artifacts").mkdir(parents=True, exist_ok=True)
-        return [*_python_module("mlflow"), "server", "--host", HOST, "--port", str(ctx.ports["mlflow"]),
+        return [*_python_module("mlflow"), "server", "--app-name", "basic-auth", "--host", HOST,
+                "--port", str(ctx.ports["mlflow"]),
                 "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
                 "--artifacts-destination", str(data / "artifacts"), "--workers", "1",
                 "--uvicorn-opts", f"--ssl-certfile {ctx.tls.server_cert} --ssl-keyfile {ctx.tls.server_key}"]
