@@ -135,7 +135,7 @@ def _demo_service(settings, state_dir: Path) -> None:
     keys_path = state_dir / KEYS_FILE_NAME
     key = key_file.read_text().strip() if key_file.is_file() else ""
     if not key or hash_key(key) not in {e.sha256 for e in load_entries(keys_path)}:
-        key = add_key(keys_path, "demo", ["fraud:score", "logs:score", "admin"])
+        key = add_key(keys_path, "demo", ["fraud:score", "logs:score"])  # scoring only (security/policy.yaml)
         key_file.write_text(key + "\n")
         key_file.chmod(0o600)
     with console.status("deploying the scoring service") as status:
