@@ -90,9 +90,8 @@ class Settings(BaseSettings):
     ray_address: str = "auto"
     ray_dashboard_url: str = "http://127.0.0.1:8265"
 
-    # Keys for PII: PAYLAKE_PII_KEY/PAYLAKE_PII_HMAC_KEY were the single pgcrypto and HMAC keys before the
-    # KMS (read once by 'paylake db migrate' to re-encrypt data of that time under envelope keys, then unused).
-    pii_key: SecretStr | None = None
+    # The HMAC key of PII pseudonyms before the KMS: when a database of that time keeps it nowhere else,
+    # 'paylake db migrate' wraps it as the pseudonym data key v1 (pseudonyms stay stable), then it is unused.
     pii_hmac_key: SecretStr | None = None
 
     # The KMS that holds the master keys (paylake.security.keys): AWS KMS in production (no endpoint, the

@@ -24,8 +24,13 @@ def world(settings, ray_cluster, tmp_path_factory):
                                        "snowflake_database": f"ANALYTICS_E2E_{uuid.uuid4().hex[:6].upper()}"})
 
 
-def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(world):
-    first_run = run_pipeline(world, scale="tiny", progress=lambda m: None)
+@pytest.fixture(scope="module")
+def first_run(world):
+    """The whole DAG once on the empty world (the scans below read what it built)."""
+    return run_pipeline(world, scale="tiny", progress=lambda m: None)
+
+
+def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(world, first_run):
     first = {r.step: r.outcome for r in first_run}
     assert "transactions" in first["seed"]
     assert "10 table(s) loaded" in first["load → Snowflake"]
@@ -92,7 +97,7 @@ def test_pipeline_runs_end_to_end_and_a_rerun_changes_nothing(world):
     assert all(w in text for w in wanted), [w for w in wanted if w not in text]
 
 
-def test_no_clear_pii_anywhere_after_the_run(world, settings, local_stack):
+def test_no_clear_pii_anywhere_after_the_run(world, first_run, settings, local_stack):
     """The scan of the security issue, on the world the pipeline just built: 120 clear values of 40 customers
     (emails, names, streets) are found nowhere: not in PostgreSQL as the developer role reads it, MongoDB, any
     file of the lake (every Delta version: each Parquet file decoded), Snowflake, nor any server or Ray log."""
@@ -159,7 +164,7 @@ def test_no_clear_pii_anywhere_after_the_run(world, settings, local_stack):
     assert {where: hits for where, hits in found.items() if hits} == {}
 
 
-def test_a_destroyed_key_makes_the_bronze_copy_unreadable(world):
+def test_a_destroyed_key_makes_the_bronze_copy_unreadable(world, first_run):
     """Crypto-shredding reaches the lake: bronze holds the sealed bytes, which open for everyone but the one
     customer whose key was destroyed (the same holds for every older Delta version: the bytes are the same)."""
     from paylake import contracts

@@ -278,7 +278,7 @@ def test_mlflow_needs_an_account_and_people_only_read(migrated, policy, applied)
     assert access.audit(migrated, policy, stores=("mlflow",)) == []
 
 
-def test_an_expired_contractor_loses_the_mlflow_account(migrated, policy):
+def test_an_expired_contractor_loses_the_mlflow_account(migrated, policy, applied):
     name = f"acc_ml_{uuid.uuid4().hex[:8]}"
     hired = policy.model_copy(update={"contractors": [access.Contractor(name=name, role="developer",
                                                                        expires=NOW + dt.timedelta(days=1))]})

@@ -231,7 +231,7 @@ def test_a_database_of_before_the_kms_is_resealed_by_migrate(settings):
         clear = keys.reveal_customers(legacy, range(1, 61))
         old_key = "the-single-key-of-before"
         with postgres.connect(legacy, autocommit=True) as conn:
-            conn.execute(LEGACY_FUNCTIONS)
+            conn.execute(_legacy_functions())
             conn.execute("insert into pii.Keyring (Name, KeyValue) values ('pii', %s)", (old_key,))
             for customer_id, values in clear.items():
                 conn.execute("update oltp.Customer set EmailEncrypted = pii.encrypt(%s), FullNameEncrypted ="
@@ -259,18 +259,12 @@ def test_a_database_of_before_the_kms_is_resealed_by_migrate(settings):
         drop_isolated_sources(settings, "paylake_legacy")
 
 
-LEGACY_FUNCTIONS = """
-create or replace function pii.encrypt(clear text) returns bytea
-language sql volatile security definer set search_path = pg_catalog, crypto, pii as $$
-    select crypto.pgp_sym_encrypt(clear, (select KeyValue from pii.Keyring where Name = 'pii'),
-                                  'cipher-algo=aes256, s2k-mode=1')
-$$;
-create or replace function pii.decrypt(secret bytea) returns text
-language sql stable security definer set search_path = pg_catalog, crypto, pii as $$
-    select crypto.pgp_sym_decrypt(secret, (select KeyValue from pii.Keyring where Name = 'pii'))
-$$;
-create or replace function pii.lookup_hash(clear text) returns text
-language sql stable security definer set search_path = pg_catalog, crypto, pii as $$
-    select encode(crypto.hmac(lower(clear), (select KeyValue from pii.Keyring where Name = 'hmac'), 'sha256'), 'hex')
-$$;
-"""
+def _legacy_functions() -> str:
+    """pgcrypto's functions as migration 0003 created them (0006 and migrate drop them)."""
+    import re
+    from pathlib import Path
+
+    sql = (Path(__file__).resolve().parents[2] / "sql" / "postgres" / "0003_pii_rbac_audit.sql").read_text()
+    found = re.findall(r"create or replace function pii\.(?:encrypt|decrypt|lookup_hash)\(.*?\$\$;", sql, re.S)
+    assert len(found) == 3
+    return "\n".join(found)

@@ -37,7 +37,7 @@ def test_a_step_the_cluster_cannot_hold_is_refused_before_the_run():
 
 def test_errors_are_recorded_without_the_settings_secrets():
     settings = Settings(postgres_dsn=SecretStr("postgresql://owner:s3cret-pw@db:5432/paylake"),
-                        pii_key=SecretStr("very-secret-key"))
+                        kms_secret_access_key=SecretStr("very-secret-key"))
     text = runs.scrub("auth failed for postgresql://owner:s3cret-pw@db:5432/paylake; key very-secret-key; "
                       "password s3cret-pw", settings)
     assert "s3cret-pw" not in text and "very-secret-key" not in text and text.count("***") == 3

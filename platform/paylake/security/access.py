@@ -263,11 +263,6 @@ def _acl_users(client) -> dict[str, str]:
     return users
 
 
-def _acl_rules(rules: str) -> set[str]:
-    """The comparable part of an ACL rule line: keys, channels and commands (not passwords, not on/off)."""
-    return {t for t in rules.split() if t[0] in "~%&+-" and not t.startswith((">", "#"))}
-
-
 def _online_audit(client, policy: Policy) -> list[Finding]:
     users = _acl_users(client)
     found = []

@@ -28,7 +28,6 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -40,6 +39,7 @@ FORMAT = 1
 HEADER = struct.Struct(">BH")  # format, key version
 NONCE = 12
 STORES = ("postgres", "lake", "security")  # one master key each
+KEYADMIN_FILE = "keyadmin.env"  # beside the stack file: the local key administrator's KMS credentials
 
 
 class KeyringError(PaylakeError):
@@ -165,7 +165,7 @@ def admin_credentials(settings: Settings):
     from paylake.settings import find_stack_file
 
     stack_file = find_stack_file()
-    candidate = stack_file.parent / "keyadmin.env" if stack_file else None
+    candidate = stack_file.parent / KEYADMIN_FILE if stack_file else None
     if candidate is None or not candidate.is_file():
         return None, None
     values = dict(line.split("=", 1) for line in candidate.read_text().splitlines() if "=" in line
@@ -333,6 +333,9 @@ class Keyring:
                           (actor, action, key_name, json.dumps(details)))
 
 
+SUBJECT_RESEAL = "update keyring.SubjectKey set Wrapped = %s, TableKeyVersion = %s where CustomerID = %s"
+
+
 def _subject_aad(customer_id: int) -> bytes:
     return f"keyring.subjectkey:{int(customer_id)}".encode()
 
@@ -474,20 +477,19 @@ def reencrypt(settings: Settings, names: list[str], *, actor: str, batch: int = 
                     rows = operators.sealed_rows(conn, cursor, batch)
                 if not rows:
                     break
+                updates = []
+                for row_id, old_version, wrapped in rows:
+                    if old_version == version:
+                        continue
+                    _, old_key = ring.data_key(name, old_version)
+                    aad = _subject_aad(row_id) if name == CUSTOMER_KEY else operators.aad(row_id)
+                    clear = unseal(old_key, bytes(wrapped), aad, f"{name} row {row_id}")
+                    updates.append((seal(new_key, clear, aad, version), version, row_id))
                 with conn.transaction():
-                    for row_id, old_version, wrapped in rows:
-                        if old_version == version:
-                            continue
-                        _, old_key = ring.data_key(name, old_version)
-                        aad = _subject_aad(row_id) if name == CUSTOMER_KEY else operators.aad(row_id)
-                        clear = unseal(old_key, bytes(wrapped), aad, f"{name} row {row_id}")
-                        resealed = seal(new_key, clear, aad, version)
-                        if name == CUSTOMER_KEY:
-                            conn.execute("update keyring.SubjectKey set Wrapped = %s, TableKeyVersion = %s where"
-                                         " CustomerID = %s", (resealed, version, row_id))
-                        else:
-                            operators.reseal(conn, row_id, resealed, version)
-                        done += 1
+                    if updates:  # one statement for the batch, with its cursor in the same transaction
+                        conn.cursor().executemany(SUBJECT_RESEAL if name == CUSTOMER_KEY else operators.RESEAL,
+                                                  updates)
+                    done += len(updates)
                     cursor = rows[-1][0]
                     conn.execute("update keyring.ReencryptJob set Cursor = %s, Rows = Rows + %s where JobID = %s",
                                  (cursor, len(rows), job_id))
@@ -517,14 +519,9 @@ def import_legacy_hmac(conn, ring: Keyring, legacy: str | None) -> list[str]:
     return ["wrapped the existing pseudonym key under the lake master key"]
 
 
-def keyadmin_file(stack_file: Path) -> Path:
-    return stack_file.parent / "keyadmin.env"
 
 
 # ----------------------------------------------------------------------------- reading PII (MFA-gated by callers)
-PII_COLUMNS = (("oltp.customer", "EmailEncrypted"), ("oltp.customer", "FullNameEncrypted"),
-               ("oltp.address", "StreetEncrypted"))
-
 
 def reveal_customers(settings: Settings, customer_ids) -> dict[int, dict[str, str | None]]:
     """Clear PII of these customers (None for a destroyed key). Callers check the operator's TOTP first."""

@@ -85,6 +85,4 @@ def sealed_rows(conn, cursor: int, batch: int) -> list[tuple]:
                         " order by OperatorID limit %s", (cursor, batch)).fetchall()
 
 
-def reseal(conn, operator_id: int, sealed: bytes, version: int) -> None:
-    conn.execute("update keyring.Operator set SecretSealed = %s, KeyVersion = %s where OperatorID = %s",
-                 (sealed, version, operator_id))
+RESEAL = "update keyring.Operator set SecretSealed = %s, KeyVersion = %s where OperatorID = %s"

@@ -58,10 +58,6 @@ class TlsFiles:
         requests), so that trusting the stack does not distrust the rest of the world."""
         return self.folder / "trust-bundle.pem"
 
-    @property
-    def server_bundle(self) -> Path:
-        """Key and certificate in one file (servers that take one PEM file)."""
-        return self.folder / "server-bundle.pem"
 
 
 def ensure(folder: Path) -> tuple[TlsFiles, list[str]]:
@@ -156,12 +152,7 @@ def _write_server(files: TlsFiles, ca_cert: x509.Certificate, now: dt.datetime) 
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     _write_key(files.server_key, key)
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    files.server_cert.write_bytes(pem)
-    bundle = files.server_bundle
-    bundle.touch(mode=0o600, exist_ok=True)
-    bundle.chmod(0o600)
-    bundle.write_bytes(files.server_key.read_bytes() + pem)
+    files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _write_key(path: Path, key) -> None:

@@ -115,14 +115,16 @@ def _retire_pgcrypto(conn, ring) -> list[str]:
         addresses = conn.execute("select AddressID, CustomerID, pii.decrypt(StreetEncrypted) from oltp.Address"
                                  ).fetchall()
         subject = ring.subject_keys([c[0] for c in customers], create=True)
-        for customer_id, email, name in customers:
-            conn.execute("update oltp.Customer set EmailEncrypted = %s, FullNameEncrypted = %s where CustomerID = %s",
-                         (*[keys.seal(subject[customer_id], v.encode(), keys.pii_aad("oltp.customer", c, customer_id))
-                            for c, v in (("EmailEncrypted", email), ("FullNameEncrypted", name))], customer_id))
-        for address_id, customer_id, street in addresses:
-            conn.execute("update oltp.Address set StreetEncrypted = %s where AddressID = %s",
-                         (keys.seal(subject[customer_id], street.encode(),
-                                    keys.pii_aad("oltp.address", "StreetEncrypted", customer_id)), address_id))
+        cursor = conn.cursor()
+        cursor.executemany(
+            "update oltp.Customer set EmailEncrypted = %s, FullNameEncrypted = %s where CustomerID = %s",
+            [(*keys.seal_pii(subject, "oltp.customer", "EmailEncrypted", [cid], [email]),
+              *keys.seal_pii(subject, "oltp.customer", "FullNameEncrypted", [cid], [name]), cid)
+             for cid, email, name in customers])
+        cursor.executemany(
+            "update oltp.Address set StreetEncrypted = %s where AddressID = %s",
+            [(*keys.seal_pii(subject, "oltp.address", "StreetEncrypted", [cid], [street]), address_id)
+             for address_id, cid, street in addresses])
         conn.execute("drop function pii.encrypt(text), pii.decrypt(bytea), pii.lookup_hash(text)")
         conn.execute("delete from pii.Keyring")
     return [f"re-sealed {len(customers)} customer(s) and {len(addresses)} address(es) under per-customer keys; "

@@ -4,8 +4,7 @@ PostgreSQL gets everything by COPY; clear PII never reaches a server: each
 customer's email, name and street are sealed (AES-256-GCM) under that
 customer's own key (``paylake.security.keys``) and the email is keyed-hashed
 before COPY; passwords are bcrypt-ed by the server. Review texts in MongoDB are
-sealed under the same per-customer keys (client-side field encryption). Review texts in MongoDB are
-sealed under the same per-customer keys. Labels and
+sealed under the same per-customer keys (client-side field encryption). Labels and
 refunds go through ``oltp.change_transaction_status`` (the audit path), in the
 order they arrive. MongoDB gets documents with ``insert_many`` (the server
 enforces the collections' validators; rejected documents are counted). Log
@@ -152,9 +151,10 @@ def seal_reviews(docs: list[dict], subject: dict[int, bytes]) -> list[dict]:
     paylake.security.keys: the same per-customer key as their PostgreSQL PII, so one destroyed key erases both)."""
     from paylake.security import keys
 
-    for doc in docs:
-        doc["message"] = keys.seal(subject[int(doc["customerId"])], doc["message"].encode(),
-                                   keys.pii_aad("mongo.customerreview", "message", doc["customerId"]))
+    sealed = keys.seal_pii(subject, "mongo.customerreview", "message", [d["customerId"] for d in docs],
+                           [d["message"] for d in docs])
+    for doc, value in zip(docs, sealed, strict=True):
+        doc["message"] = value
     return docs
 
 

@@ -302,7 +302,7 @@ def _select(names: list[str] | None) -> list[Service]:
 
 def _ensure_secrets(secrets: dict) -> None:
     for key in ("postgres_superuser_password", "postgres_app_password", "s3_secret_access_key",
-                "snowflake_password", "pii_key", "pii_hmac_key", "online_password", "mongo_pipeline_password",
+                "snowflake_password", "online_password", "mongo_pipeline_password",
                 "mlflow_pipeline_password", "mlflow_flask_secret"):
         secrets.setdefault(key, secrets_module.token_urlsafe(24))
     secrets.setdefault("s3_access_key_id", "PAYLAKE" + secrets_module.token_hex(6).upper())

@@ -93,8 +93,7 @@ class LakeS3Handler(localbucket.S3Handler):
 
         self.access.refresh()
         host = self.headers.get("Host", "")
-        headers = {k: v for k, v in self.headers.items()}
-        role, error = verify_signature(self.command, f"https://{host}{self.path}", headers, b"",
+        role, error = verify_signature(self.command, f"https://{host}{self.path}", dict(self.headers.items()), b"",
                                        self.access.principals, dt.datetime.now(dt.UTC), service="s3")
         if error:
             return "AccessDenied" if error == "MissingAuthenticationToken" else "SignatureDoesNotMatch", \

@@ -67,7 +67,7 @@ class StackContext:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["PAYLAKE_STACK_FILE"] = str(self.stack_file.resolve())
         if "mlflow_pipeline_password" in self.secrets:  # the stack's processes reach MLflow as the pipeline
-            env["MLFLOW_TRACKING_USERNAME"] = "paylake_pipeline"
+            env["MLFLOW_TRACKING_USERNAME"] = Mlflow.USER
             env["MLFLOW_TRACKING_PASSWORD"] = self.secrets["mlflow_pipeline_password"]
         bundle = self.tls.trust_bundle
         if bundle.is_file():  # every process of the stack (Ray workers, jobs, Serve replicas) trusts its CA
@@ -678,7 +678,7 @@ class Kms(Service):
                                                       [principal_arn("paylake-developer")]))
             kms.call("naming it", "create_alias", AliasName=kms.alias("sandbox-developer"),
                      TargetKeyId=created["KeyMetadata"]["KeyId"])
-        path = ctx.state_dir / "keyadmin.env"
+        path = ctx.state_dir / keys.KEYADMIN_FILE
         path.touch(mode=0o600, exist_ok=True)
         path.chmod(0o600)
         path.write_text("# The key administrator's KMS credentials ('paylake keys rotate'): not the pipeline's.\n"
